@@ -1,0 +1,36 @@
+# Two commands for a fresh machine:
+#   make demo   set up, then run the quickstart notebook end to end on the embedded defaults
+#   make test   set up everything the tests need (system packages too), then run the whole suite
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+UV     := $(VENV)/bin/uv
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test venv system docker clean
+
+demo: venv
+	$(PY) scripts/run_notebook.py notebooks/01_quickstart.ipynb
+
+test: venv system
+	$(PY) -m pytest
+
+# Python environment: the package (editable) with its test tools. Bytecode is
+# compiled at install time, so imports stay fast where writing .pyc is disabled.
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check uv
+	$(UV) pip install --python $(PY) --compile-bytecode --quiet -e '.[dev]'
+	touch $@
+
+# System packages and services the tests use (apt when missing, as root).
+system:
+	bash scripts/setup-system.sh
+
+docker:
+	bash scripts/docker-up.sh
+
+clean:
+	rm -rf $(VENV) .shipyard .pytest_cache

@@ -1,0 +1,126 @@
+"""shipyard: from a notebook flow to a reviewed, containerized model in one call.
+
+This module is a thin, lazy facade: ``import shipyard`` loads none of
+MLflow, Metaflow, BentoML, Docker, ipywidgets or matplotlib. Each public name
+is imported from its layer on first use (PEP 562 ``__getattr__``).
+
+Example:
+    >>> import shipyard
+    >>> @shipyard.track
+    ... class TrainFlow(FlowSpec): ...          # doctest: +SKIP
+    >>> result = shipyard.run(TrainFlow)        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._core.errors import (
+    BaseImageMissing,
+    ConfigError,
+    DeployError,
+    DockerUnavailable,
+    FlowError,
+    FlowFailed,
+    GateError,
+    GateFailed,
+    InvalidMetric,
+    MissingDependency,
+    ModelNotFound,
+    NoActiveRun,
+    OverrideRefused,
+    PackagingError,
+    PromotionError,
+    RegistryError,
+    ShipyardError,
+    TrackingError,
+    TrackingUnavailable,
+)
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (relative to this package)
+_LAZY: dict[str, str] = {
+    # workspace and configuration
+    "init": "._core.workspace",
+    "Workspace": "._core.workspace",
+    "current_workspace": "._core.workspace",
+    "Settings": "._core.config",
+    # tracking
+    "start_run": ".tracking",
+    "log_metric": ".tracking",
+    "log_metrics": ".tracking",
+    "log_params": ".tracking",
+    "log_dataset": ".tracking",
+    "log_model": ".tracking",
+    "flush": ".tracking",
+    "sync": ".tracking",
+    "active_run_id": ".tracking",
+    # flows
+    "track": ".flows",
+    "run": ".flows",
+    "run_async": ".flows",
+    "FlowRun": ".flows",
+    "RunResult": ".flows",
+}
+
+_SUBMODULES = frozenset({"tracking", "flows", "cli", "gates", "registry", "packaging", "deploy", "promotion", "widgets"})
+
+__all__ = sorted(
+    [
+        *_LAZY,
+        "BaseImageMissing",
+        "ConfigError",
+        "DeployError",
+        "DockerUnavailable",
+        "FlowError",
+        "FlowFailed",
+        "GateError",
+        "GateFailed",
+        "InvalidMetric",
+        "MissingDependency",
+        "ModelNotFound",
+        "NoActiveRun",
+        "OverrideRefused",
+        "PackagingError",
+        "PromotionError",
+        "RegistryError",
+        "ShipyardError",
+        "TrackingError",
+        "TrackingUnavailable",
+        "__version__",
+    ]
+)
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is not None:
+        value = getattr(importlib.import_module(module_name, __name__), name)
+        globals()[name] = value  # later lookups skip __getattr__
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'shipyard' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*__all__, *_SUBMODULES})
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; the map above is what runs
+    from ._core.config import Settings
+    from ._core.workspace import Workspace, current_workspace, init
+    from .flows import FlowRun, RunResult, run, run_async, track
+    from .tracking import (
+        active_run_id,
+        flush,
+        log_dataset,
+        log_metric,
+        log_metrics,
+        log_model,
+        log_params,
+        start_run,
+        sync,
+    )

@@ -1,0 +1,207 @@
+"""The workspace: where an embedded shipyard keeps everything, and which servers it talks to.
+
+Layout of ``<project>/.shipyard/``::
+
+    mlflow.db          MLflow sqlite store (tracking + registry), unless a server is configured
+    artifacts/         MLflow artifact root
+    metaflow/          Metaflow's local datastore and metadata (``.metaflow`` inside)
+    bentoml/           BentoML home (bentos and models)
+    bundles/           handoff bundles, one folder per model version
+    promotions/        persisted promotion state, one file per promotion
+    spool/             metric batches that could not reach the tracker yet
+    locks/             inter-process locks
+    audit.jsonl        append-only audit log of every state change that matters
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import Settings, find_project_dir, load_settings
+from .errors import ConfigError, TrackingUnavailable
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Paths and URIs of one shipyard workspace.
+
+    Example:
+        >>> ws = shipyard.init()                    # doctest: +SKIP
+        >>> ws.tracking_uri                         # doctest: +SKIP
+        'sqlite:////home/me/project/.shipyard/mlflow.db'
+    """
+
+    project_dir: Path
+    settings: Settings = field(repr=False)
+
+    @property
+    def root(self) -> Path:
+        ws = self.settings.workspace
+        if ws is None:
+            return self.project_dir / ".shipyard"
+        return ws if ws.is_absolute() else (self.project_dir / ws).resolve()
+
+    @property
+    def embedded(self) -> bool:
+        """True when tracking uses the sqlite store inside the workspace."""
+        return self.settings.tracking_uri is None
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.settings.tracking_uri or f"sqlite:///{self.root / 'mlflow.db'}"
+
+    @property
+    def registry_uri(self) -> str:
+        return self.settings.registry_uri or self.tracking_uri
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.root / "artifacts"
+
+    @property
+    def metaflow_root(self) -> Path:
+        return self.root / "metaflow"
+
+    @property
+    def bentoml_home(self) -> Path:
+        return self.root / "bentoml"
+
+    @property
+    def bundles_dir(self) -> Path:
+        return self.root / "bundles"
+
+    @property
+    def promotions_dir(self) -> Path:
+        return self.root / "promotions"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.root / "spool"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.root / "locks"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.root / "audit.jsonl"
+
+    @property
+    def author(self) -> str:
+        return self.settings.author or _os_user()
+
+    def ensure(self) -> Workspace:
+        """Create the workspace folders (idempotent) and return self."""
+        try:
+            for path in (
+                self.artifacts_dir,
+                self.metaflow_root,
+                self.bentoml_home,
+                self.bundles_dir,
+                self.promotions_dir,
+                self.spool_dir,
+                self.locks_dir,
+            ):
+                path.mkdir(parents=True, exist_ok=True)
+            ignore = self.root / ".gitignore"
+            if not ignore.exists():
+                ignore.write_text("# shipyard workspace: local state, not source\n*\n")
+        except OSError as exc:
+            raise ConfigError(
+                f"Cannot create the shipyard workspace at {self.root}: {exc.strerror}.",
+                hint="Choose a writable folder with shipyard.init(workspace=...) or SHIPYARD_WORKSPACE.",
+            ) from exc
+        return self
+
+    def child_env(self) -> dict[str, str]:
+        """Environment that makes a child process (a Metaflow step) use this same workspace."""
+        env = self.settings.explicit_env()
+        env["SHIPYARD_PROJECT_DIR"] = str(self.project_dir)
+        env["SHIPYARD_WORKSPACE"] = str(self.root)
+        env["METAFLOW_DATASTORE_SYSROOT_LOCAL"] = str(self.metaflow_root)
+        # MLflow's fluent API (used by mlflow.<flavor>.log_model) must write to the same store.
+        env["MLFLOW_TRACKING_URI"] = self.tracking_uri
+        env["MLFLOW_REGISTRY_URI"] = self.registry_uri
+        # Metaflow refuses to run without a user name and does not accept "root" as one.
+        if "METAFLOW_USER" not in os.environ:
+            env["METAFLOW_USER"] = self.author if self.author != "root" else "root-user"
+        return env
+
+    def check_tracking(self, timeout: float = 3.0) -> None:
+        """Raise :class:`TrackingUnavailable` if a configured tracking server does not answer."""
+        uri = self.tracking_uri
+        if not uri.startswith(("http://", "https://")):
+            return
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+                if response.status == 200:
+                    return
+                reason = f"HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            reason = f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            reason = str(getattr(exc, "reason", exc))
+        raise TrackingUnavailable(
+            f"The MLflow tracking server at {uri} does not answer ({reason}).",
+            hint="Start it (e.g. `mlflow server --host 127.0.0.1 --port 5000`), fix SHIPYARD_TRACKING_URI, "
+            "or unset it to use the embedded sqlite store.",
+        )
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid-{os.getuid()}"
+
+
+_lock = threading.Lock()
+_default: Workspace | None = None
+
+
+def init(project_dir: str | os.PathLike[str] | None = None, **settings: Any) -> Workspace:
+    """Open (and create if needed) the shipyard workspace and make it the default.
+
+    Args:
+        project_dir: project folder; default: discovered from the working directory.
+        **settings: any :class:`~shipyard._core.config.Settings` field, e.g. ``tracking_uri``.
+
+    Raises:
+        ConfigError: unknown setting, bad value, or an unwritable workspace.
+        TrackingUnavailable: a configured tracking server does not answer.
+
+    Example:
+        >>> import shipyard
+        >>> ws = shipyard.init(experiment="churn")   # doctest: +SKIP
+    """
+    global _default
+    project = Path(project_dir).expanduser().resolve() if project_dir else find_project_dir()
+    ws = Workspace(project, load_settings(project, **settings)).ensure()
+    ws.check_tracking()
+    with _lock:
+        _default = ws
+    return ws
+
+
+def current_workspace() -> Workspace:
+    """Return the default workspace, discovering it on first use (without a server check)."""
+    global _default
+    with _lock:
+        if _default is None:
+            project = find_project_dir()
+            _default = Workspace(project, load_settings(project)).ensure()
+        return _default
+
+
+def reset_workspace() -> None:
+    """Forget the default workspace, so the next use discovers it again (tests, notebooks)."""
+    global _default
+    with _lock:
+        _default = None

@@ -1,0 +1,83 @@
+"""Shipyard decorators on Metaflow flows and steps, built on Metaflow's user-decorator API.
+
+The decorators only record a spec (the experiment name); the behaviour lives
+in :mod:`shipyard.flows._hooks`, which Metaflow's runtime calls around each step.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, TypeVar, overload
+
+from metaflow import FlowMutator, UserStepDecorator
+
+from .._core.errors import FlowError
+from . import _hooks
+
+T = TypeVar("T")
+
+
+class ShipyardStep(UserStepDecorator):
+    """Tracks one step: attaches the MLflow run, makes every metric durable at step end."""
+
+    def init(self, *args: Any, **kwargs: Any) -> None:
+        self.experiment: str | None = kwargs.get("experiment")
+
+    def pre_step(self, step_name: str, flow: Any, inputs: Any = None) -> None:
+        self._session = _hooks.step_started(step_name, flow, inputs, self.experiment)
+        return None
+
+    def post_step(self, step_name: str, flow: Any, exception: Exception | None = None) -> Any:
+        _hooks.step_finished(self._session, exception)
+        return (exception, None) if exception is not None else (None, None)
+
+
+class ShipyardFlow(FlowMutator):
+    """Adds :class:`ShipyardStep` to every step of the flow."""
+
+    def init(self, *args: Any, **kwargs: Any) -> None:
+        self.experiment: str | None = kwargs.get("experiment")
+
+    def mutate(self, mutable_flow: Any) -> None:
+        for _, mutable_step in mutable_flow.steps:
+            if not any(isinstance(d, ShipyardStep) for d in _user_decorators(mutable_step)):
+                mutable_step.add_decorator(ShipyardStep, deco_kwargs={"experiment": self.experiment})
+
+
+def _user_decorators(mutable_step: Any) -> list[Any]:
+    step = getattr(mutable_step, "_my_step", None)
+    return list(getattr(step, "wrappers", []) or []) + list(getattr(step, "decorators", []) or [])
+
+
+@overload
+def track(obj: T) -> T: ...
+@overload
+def track(*, experiment: str | None = None) -> Any: ...
+def track(obj: Any = None, *, experiment: str | None = None) -> Any:
+    """Track a Metaflow flow (every step) or a single step in MLflow.
+
+    One MLflow run per Metaflow run; Metaflow parameters become MLflow params;
+    lineage (pathspec, source hash, git commit, Python, package lock) is
+    recorded; metrics logged in any step are durable when the step ends.
+
+    Works as ``@shipyard.track`` and ``@shipyard.track(experiment="churn")``,
+    above ``class MyFlow(FlowSpec)`` or above ``@step``.
+
+    Example:
+        >>> @shipyard.track                                   # doctest: +SKIP
+        ... class TrainFlow(FlowSpec):
+        ...     @step
+        ...     def start(self):
+        ...         shipyard.log_metric("loss", 0.5)
+        ...         self.next(self.end)
+    """
+    if obj is None:
+        return lambda target: track(target, experiment=experiment)
+    if inspect.isclass(obj):
+        return ShipyardFlow(experiment=experiment)(obj)
+    if callable(obj):
+        return ShipyardStep(experiment=experiment)(obj)
+    raise FlowError(
+        f"@shipyard.track decorates a FlowSpec class or a @step function, not {obj!r}.",
+        hint="Put it above `class MyFlow(FlowSpec):` or above a `@step` method.",
+    )

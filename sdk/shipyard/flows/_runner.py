@@ -1,0 +1,359 @@
+"""Running flows from notebooks and scripts through Metaflow's Runner.
+
+In a notebook, the cell that defines the flow class is written to a file in
+the workspace (as Metaflow's NBRunner does) and run from there, so
+``shipyard.run(Flow)`` may be called from any later cell. In a script, the
+flow's own file is run.
+"""
+
+from __future__ import annotations
+
+import ast
+import concurrent.futures
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._core import lineage
+from .._core.errors import FlowError, FlowFailed
+from .._core.hashing import sha256_text
+from .._core.workspace import Workspace, current_workspace
+
+_LOG_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished flow run produced.
+
+    Attributes:
+        mlflow_run_id: the MLflow run that tracked it.
+        pathspec: Metaflow run pathspec, ``Flow/run_id``.
+        status: MLflow run status (``FINISHED``).
+        metrics: last value of every metric.
+        params: parameters as recorded in MLflow.
+        models: model name → model URI, for every model logged.
+        duration_s: wall time of the run.
+    """
+
+    mlflow_run_id: str
+    pathspec: str
+    status: str
+    metrics: dict[str, float]
+    params: dict[str, str]
+    models: dict[str, str]
+    duration_s: float
+    tags: dict[str, str] = field(repr=False, default_factory=dict)
+
+    @property
+    def model_uri(self) -> str | None:
+        """URI of the model named ``model``, else of the only model logged."""
+        if "model" in self.models:
+            return self.models["model"]
+        return next(iter(self.models.values())) if len(self.models) == 1 else None
+
+    @property
+    def artifacts(self) -> Mapping[str, Any]:
+        """Metaflow artifacts of the run's ``end`` step, loaded on access."""
+        return _Artifacts(self.pathspec)
+
+    def _repr_html_(self) -> str:
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(self.metrics.items())[:6])
+        return (
+            f"<b>{self.pathspec}</b> · MLflow run <code>{self.mlflow_run_id}</code> · {self.status} "
+            f"in {self.duration_s:.1f}s<br>{metrics}"
+        )
+
+
+class _Artifacts(Mapping[str, Any]):
+    def __init__(self, pathspec: str) -> None:
+        self._pathspec = pathspec
+
+    def _task(self) -> Any:
+        from metaflow import Run
+
+        return Run(self._pathspec, _namespace_check=False)["end"].task
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self._task()[name].data
+        except KeyError:
+            raise KeyError(f"{self._pathspec} has no artifact {name!r}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return (a.id for a in self._task() if not a.id.startswith("_") and a.id != "name")
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class FlowRun:
+    """A flow running in the background; the notebook stays usable.
+
+    Await it (``result = await shipyard.run_async(Flow)``) or call
+    :meth:`result`. ``mlflow_run_id`` becomes known soon after start, for
+    live views of its metrics.
+    """
+
+    def __init__(self, future: concurrent.futures.Future[RunResult], state: _RunState) -> None:
+        self._future = future
+        self._state = state
+
+    @property
+    def pathspec(self) -> str | None:
+        return self._state.pathspec
+
+    @property
+    def mlflow_run_id(self) -> str | None:
+        if self._state.mlflow_run_id is None and self._state.pathspec:
+            from ..tracking._runs import find_flow_run
+
+            self._state.mlflow_run_id = find_flow_run(self._state.workspace, self._state.pathspec)
+        return self._state.mlflow_run_id
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def result(self, timeout: float | None = None) -> RunResult:
+        """Wait for the run and return its result (raises :class:`FlowFailed` if a step failed)."""
+        return self._future.result(timeout)
+
+    def __await__(self) -> Any:
+        import asyncio
+
+        return asyncio.wrap_future(self._future).__await__()
+
+    def __repr__(self) -> str:
+        state = "done" if self.done() else "running"
+        return f"<FlowRun {self.pathspec or '(starting)'} {state}>"
+
+
+@dataclass
+class _RunState:
+    workspace: Workspace
+    pathspec: str | None = None
+    mlflow_run_id: str | None = None
+
+
+def run(flow: Any, *, show_output: bool = False, **params: Any) -> RunResult:
+    """Run a tracked flow to completion and return what it produced.
+
+    Args:
+        flow: a ``FlowSpec`` subclass (defined in a notebook cell or a module) or a path to a flow file.
+        show_output: stream Metaflow's output while it runs.
+        **params: values for the flow's ``Parameter``s.
+
+    Raises:
+        FlowFailed: a step raised; carries the step name, the original error and the log tail.
+        FlowError: the flow could not be started.
+
+    Example:
+        >>> result = shipyard.run(TrainFlow, epochs=20)   # doctest: +SKIP
+        >>> result.metrics["accuracy"], result.model_uri   # doctest: +SKIP
+    """
+    return _execute(flow, params, show_output, _RunState(current_workspace()))
+
+
+def run_async(flow: Any, *, show_output: bool = False, **params: Any) -> FlowRun:
+    """Start a tracked flow in the background and return a :class:`FlowRun` handle at once."""
+    state = _RunState(current_workspace())
+    flow_file = _flow_file(flow, state.workspace)  # resolve the cell now, in the caller's thread
+    future: concurrent.futures.Future[RunResult] = concurrent.futures.Future()
+
+    def target() -> None:
+        try:
+            future.set_result(_execute(flow_file, params, show_output, state))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=target, name="shipyard-flow", daemon=True).start()
+    return FlowRun(future, state)
+
+
+def _execute(flow: Any, params: Mapping[str, Any], show_output: bool, state: _RunState) -> RunResult:
+    from metaflow import Runner
+
+    _ensure_metaflow_identity()
+    ws = state.workspace
+    flow_file = flow if isinstance(flow, _FlowFile) else _flow_file(flow, ws)
+    env = {**ws.child_env(), **flow_file.env}
+    # Step processes must fail fast on a dead tracker and spool, not sit in MLflow's long retry loop.
+    env.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"))
+    env.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", os.environ.get("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"))
+    env.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "20"))
+    started = time.monotonic()
+    try:
+        runner = Runner(str(flow_file.path), show_output=show_output, env=env, cwd=str(ws.project_dir))
+        with runner:
+            executing = runner.run(**params)
+            state.pathspec = executing.run.pathspec
+            status = executing.status
+            output = (executing.stdout or "") + (executing.stderr or "")
+    except FlowError:
+        raise
+    except Exception as exc:
+        raise FlowError(
+            f"Metaflow could not start {flow_file.path.name}: {exc}",
+            hint="Check that the flow defines a `start` and an `end` step and that its parameters are right.",
+        ) from exc
+    duration = time.monotonic() - started
+    return _collect(ws, state, status, output, duration)
+
+
+def _collect(ws: Workspace, state: _RunState, status: str, output: str, duration: float) -> RunResult:
+    from ..tracking import sync
+    from ..tracking._client import client_for
+    from ..tracking._runs import find_flow_run, finish_run
+
+    pathspec = state.pathspec or ""
+    tail = "\n".join(output.rstrip().splitlines()[-_LOG_TAIL_LINES:])
+    try:
+        sync(ws)  # batches a step had to spool go out now that the flow is over
+    except Exception as exc:
+        print(f"shipyard: {exc}", file=sys.stderr)
+    run_id = state.mlflow_run_id = find_flow_run(ws, pathspec) if pathspec else None
+    client = client_for(ws)
+    mlflow_run = client.get_run(run_id) if run_id else None
+    if status != "successful":
+        tags = mlflow_run.data.tags if mlflow_run else {}
+        step = tags.get("shipyard.error.step") or _failed_step_from_metaflow(pathspec)
+        cause = tags.get("shipyard.error.cause") or _last_exception_line(output)
+        if run_id and mlflow_run and mlflow_run.info.status == "RUNNING":
+            finish_run(ws, run_id, "FAILED")
+        raise FlowFailed(
+            f"Flow {pathspec or '(not started)'} failed in step '{step}': {cause}",
+            step=step,
+            cause=cause,
+            log_tail=tail,
+            pathspec=pathspec or None,
+            mlflow_run_id=run_id,
+            hint=f"Fix the step and run again; the log tail is on .log_tail"
+            + (f", metrics logged before the failure are in MLflow run {run_id}." if run_id else "."),
+        )
+    if mlflow_run is None:
+        raise FlowError(
+            f"Flow {pathspec} finished but has no MLflow run.",
+            hint="Decorate the flow class with @shipyard.track.",
+        )
+    if mlflow_run.info.status == "RUNNING":
+        finish_run(ws, run_id, "FINISHED")  # type: ignore[arg-type]
+        mlflow_run = client.get_run(run_id)  # type: ignore[arg-type]
+    tags = mlflow_run.data.tags
+    models = {
+        key[len(lineage.MODEL_PREFIX) : -len(".uri")]: value
+        for key, value in tags.items()
+        if key.startswith(lineage.MODEL_PREFIX) and key.endswith(".uri")
+    }
+    return RunResult(
+        mlflow_run_id=mlflow_run.info.run_id,
+        pathspec=pathspec,
+        status=mlflow_run.info.status,
+        metrics=dict(mlflow_run.data.metrics),
+        params=dict(mlflow_run.data.params),
+        models=models,
+        duration_s=duration,
+        tags=dict(tags),
+    )
+
+
+def _ensure_metaflow_identity() -> None:
+    """Metaflow's client needs a user name for its default namespace and rejects "root";
+    without one, read runs in the global namespace instead of failing."""
+    import metaflow
+    from metaflow.util import get_username
+
+    if get_username() is None:
+        metaflow.namespace(None)
+
+
+def _failed_step_from_metaflow(pathspec: str) -> str | None:
+    if not pathspec:
+        return None
+    try:
+        from metaflow import Run
+
+        for step in Run(pathspec, _namespace_check=False):
+            for task in step:
+                if not task.successful:
+                    return step.id
+    except Exception:  # best effort: the log tail still says what happened
+        return None
+    return None
+
+
+def _last_exception_line(output: str) -> str:
+    for line in reversed(output.splitlines()):
+        stripped = line.strip()
+        if stripped and ("Error" in stripped or "Exception" in stripped):
+            return stripped
+    return "the step exited with an error (see log_tail)"
+
+
+@dataclass(frozen=True)
+class _FlowFile:
+    path: Path
+    env: dict[str, str]
+
+
+def _flow_file(flow: Any, ws: Workspace) -> _FlowFile:
+    if isinstance(flow, _FlowFile):
+        return flow
+    if isinstance(flow, (str, os.PathLike)):
+        path = Path(flow).resolve()
+        if not path.is_file():
+            raise FlowError(f"No flow file at {path}.", hint="Pass a FlowSpec class or the path of a flow file.")
+        return _FlowFile(path, {"SHIPYARD_SOURCE_KIND": "file"})
+    if not isinstance(flow, type):
+        raise FlowError(
+            f"shipyard.run() needs a FlowSpec class or a flow file, not {type(flow).__name__}.",
+            hint="Pass the class itself: shipyard.run(MyFlow).",
+        )
+    module = sys.modules.get(flow.__module__)
+    module_file = getattr(module, "__file__", None)
+    if flow.__module__ != "__main__" or (module_file and not _in_ipython()):
+        return _FlowFile(Path(module_file or "").resolve(), {"SHIPYARD_SOURCE_KIND": "file"})
+    cell = _defining_cell(flow.__name__)
+    from metaflow.runner.utils import format_flowfile
+
+    digest = sha256_text(cell)
+    flows_dir = ws.root / "flows"
+    flows_dir.mkdir(parents=True, exist_ok=True)
+    path = flows_dir / f"{flow.__name__}_{digest[:12]}.py"
+    cell_path = flows_dir / f"{flow.__name__}_{digest[:12]}.cell.py"
+    if not path.exists():
+        path.write_text(format_flowfile(cell), encoding="utf-8")
+        cell_path.write_text(cell, encoding="utf-8")
+    env = {"SHIPYARD_SOURCE_KIND": "notebook-cell", "SHIPYARD_CELL_SOURCE": str(cell_path)}
+    if notebook := os.environ.get("JPY_SESSION_NAME"):
+        env["SHIPYARD_NOTEBOOK"] = notebook
+    return _FlowFile(path, env)
+
+
+def _in_ipython() -> bool:
+    ipython_module = sys.modules.get("IPython")
+    return bool(ipython_module and ipython_module.get_ipython())
+
+
+def _defining_cell(class_name: str) -> str:
+    """Source of the newest notebook cell that defines ``class_name`` as a FlowSpec."""
+    from IPython import get_ipython
+
+    history = get_ipython().history_manager.input_hist_raw
+    for cell in reversed(history):
+        if f"class {class_name}" not in cell:
+            continue
+        try:
+            tree = ast.parse(cell)
+        except SyntaxError:
+            continue
+        if any(isinstance(node, ast.ClassDef) and node.name == class_name for node in tree.body):
+            return cell
+    raise FlowError(
+        f"Could not find the notebook cell that defines {class_name}.",
+        hint="Define the flow class in a single cell (with its imports) and run that cell before shipyard.run().",
+    )
