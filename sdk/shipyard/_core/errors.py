@@ -103,6 +103,13 @@ class FlowFailed(FlowError):
         self.mlflow_run_id = mlflow_run_id
         super().__init__(message, hint=hint)
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows: the step's error and log, not shipyard's own frames."""
+        lines = [f"FlowFailed: {self}"]
+        if self.log_tail:
+            lines += ["", "last lines of the flow's output:", *self.log_tail.splitlines()]
+        return lines
+
 
 class RegistryError(ShipyardError):
     """A model-registry read or alias move failed."""

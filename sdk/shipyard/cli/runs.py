@@ -100,8 +100,7 @@ def show(run: str) -> None:
         points = client.get_metric_history(info.run_id, key)
         history.add_row(key, str(len(points)), f"{points[0].value:.4g}", f"{points[-1].value:.4g}")
     console.print(history)
-    artifacts = [a.path for a in client.list_artifacts(info.run_id)]
-    console.print("artifacts: " + (", ".join(artifacts) or "-"))
+    console.print("artifacts: " + (", ".join(_artifact_files(client, info.run_id)) or "-"))
 
 
 @click.command()
@@ -109,6 +108,13 @@ def sync() -> None:
     """Send metric batches that were spooled while the tracker was unreachable."""
     sent = shipyard.sync()
     click.echo(f"sent {sent} spooled batches")
+
+
+def _artifact_files(client: Any, run_id: str, path: str | None = None) -> list[str]:
+    files: list[str] = []
+    for item in client.list_artifacts(run_id, path):
+        files += _artifact_files(client, run_id, item.path) if item.is_dir else [item.path]
+    return files
 
 
 def _client() -> Any:
