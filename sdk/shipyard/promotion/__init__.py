@@ -1,0 +1,1 @@
+"""Promotion: the ordered, resumable, all-or-nothing path from a run to a deployable champion."""
