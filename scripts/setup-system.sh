@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v git >/dev/null 2>&1 || need+=(git)
+[[ -x /usr/bin/docker-registry ]] || need+=(docker-registry)   # local OCI registry for push tests
 
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
