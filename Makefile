@@ -8,12 +8,12 @@ PY     := $(VENV)/bin/python
 UV     := $(VENV)/bin/uv
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv system docker clean
+.PHONY: demo test venv system docker base-image clean
 
 demo: venv
 	$(PY) scripts/run_notebook.py notebooks/01_quickstart.ipynb
 
-test: venv system
+test: venv system base-image
 	$(PY) -m pytest
 
 # Python environment: the package (editable) with its test tools. Bytecode is
@@ -31,6 +31,11 @@ system:
 
 docker:
 	bash scripts/docker-up.sh
+
+# The Debian + Python base image for model images, built locally (no registry);
+# reused when it exists.
+base-image: venv system
+	$(VENV)/bin/shipyard base-image build --quiet
 
 clean:
 	rm -rf $(VENV) .shipyard .pytest_cache

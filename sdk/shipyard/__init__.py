@@ -63,6 +63,22 @@ _LAZY: dict[str, str] = {
     "run_async": ".flows",
     "FlowRun": ".flows",
     "RunResult": ".flows",
+    # gates
+    "gate": ".gates",
+    "check": ".gates",
+    "GateReport": ".gates",
+    # packaging
+    "package": ".packaging",
+    "build_base_image": ".packaging",
+    "smoke": ".deploy",
+    # promotion and review
+    "promote": ".promotion",
+    "Promotion": ".promotion",
+    "review": ".promotion",
+    "approve": ".promotion",
+    "reject": ".promotion",
+    "rollback": ".promotion",
+    "retire": ".promotion",
 }
 
 _SUBMODULES = frozenset({"tracking", "flows", "cli", "gates", "registry", "packaging", "deploy", "promotion", "widgets"})
@@ -113,6 +129,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; the map above is what runs
     from ._core.config import Settings
     from ._core.workspace import Workspace, current_workspace, init
     from .flows import FlowRun, RunResult, run, run_async, track
+    from .deploy import smoke
+    from .gates import GateReport, check, gate
+    from .packaging import build_base_image, package
+    from .promotion import Promotion, approve, promote, reject, retire, review, rollback
     from .tracking import (
         active_run_id,
         flush,

@@ -9,15 +9,12 @@ from pathlib import Path
 import pytest
 
 from shipyard._core import lineage
-from tests.e2e.notebooks import cell_containing, execute, stdout_of
+from tests.e2e.notebooks import cell_containing
 
 
 @pytest.fixture(scope="module")
-def executed(tmp_path_factory: pytest.TempPathFactory):
-    project = tmp_path_factory.mktemp("quickstart")
-    nb = execute("01_quickstart.ipynb", project)
-    run_id = re.search(r"MLflow run:\s+([0-9a-f]{32})", stdout_of(nb)).group(1)
-    return project, nb, run_id
+def executed(quickstart):
+    return quickstart
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +85,11 @@ def test_lineage_tags_point_at_the_cell_and_metaflow(executed, client) -> None:
     assert mf_run.successful
     assert f"{lineage.MLFLOW_RUN_TAG}:{run_id}" in mf_run.tags
     assert mf_run["end"].task["accuracy"].data == pytest.approx(client.get_run(run_id).data.metrics["accuracy"])
+
+
+def test_gates_declared_on_the_train_step_are_recorded(executed, client) -> None:
+    _, _, run_id = executed
+    tags = client.get_run(run_id).data.tags
+    assert tags["shipyard.gate.verdict"] == "pass"
+    assert tags["shipyard.gate.threshold.accuracy"] == "pass"
+    assert tags["shipyard.gate.champion_challenger"] == "pass"

@@ -100,7 +100,7 @@ def test_sklearn_model_with_pinned_requirements_and_signature(workspace, mlflow_
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
     tags = mlflow_client.get_run(logged.run_id).data.tags
     assert tags[lineage.model_tag("model", "sha256")] == logged.sha256
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=logged.uri, dst_path=str(tmp_path)))
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=logged.uri, dst_path=str(tmp_path / "download")))
     from shipyard._core.hashing import sha256_tree
 
     assert sha256_tree(local) == logged.sha256
@@ -140,3 +140,13 @@ def test_object_without_predict_is_refused(workspace) -> None:
     with shipyard.start_run("models"):
         with pytest.raises(shipyard.TrackingError, match="has no predict"):
             shipyard.log_model(object(), name="model")
+
+
+def test_tree_ensembles_log_and_load(workspace, iris) -> None:
+    from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+
+    X, y = iris
+    for model in (RandomForestClassifier(n_estimators=5, random_state=0), GradientBoostingClassifier(n_estimators=5)):
+        model.fit(X, y)
+        logged, loaded = _logged(workspace, model, X.head(5))
+        np.testing.assert_array_equal(loaded.predict(X), model.predict(X))

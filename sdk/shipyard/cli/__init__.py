@@ -14,7 +14,7 @@ import click
 from .._core.errors import ShipyardError
 
 # modules that add commands to the group
-_COMMAND_MODULES = ("runs", "gates", "packaging")
+_COMMAND_MODULES = ("runs", "gates", "packaging", "promotion")
 
 
 class _Group(click.Group):

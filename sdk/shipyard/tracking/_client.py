@@ -20,8 +20,14 @@ def _client(tracking_uri: str, registry_uri: str) -> MlflowClient:
 
 
 def client_for(ws: Workspace) -> MlflowClient:
-    """The MLflow client for ``ws`` (cached per URI pair)."""
-    return _client(ws.tracking_uri, ws.registry_uri)
+    """The MLflow client for ``ws`` (cached per URI pair).
+
+    MLflow's fluent API is pointed at the same store: MLflow resolves
+    ``models:/m-…`` URIs (registering, loading, downloading) through it.
+    """
+    client = _client(ws.tracking_uri, ws.registry_uri)
+    point_fluent_api(ws)
+    return client
 
 
 def point_fluent_api(ws: Workspace) -> None:

@@ -15,10 +15,11 @@ A: Without an MLflow active run, MLflow's fluent API works out the experiment
    lineage tags, so one ``create_logged_model`` call puts the model next to
    its run, and the flavor's ``log_model`` fills it (``model_id=``).
 
-Q: How is the SHA-256 taken without downloading the model again?
-A: With a local artifact store (the embedded workspace) the stored files are
-   hashed where they lie: byte for byte what a download of the model's
-   artifact location returns. Only a remote store is read back.
+Q: Why download the model right after logging it, only to hash it?
+A: The digest is the one of what a download of the model URI gives, so anyone
+   can check it the same way. That download adds a ``registered_model_meta``
+   file to the stored files, so hashing the saved folder would not match. For
+   the embedded store the download is a local copy of a few files (~10 ms).
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ from __future__ import annotations
 import contextlib
 import sys
 import tempfile
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from ._environment import pinned
 
 # flavor -> distributions its models need at load time, besides mlflow itself
 _FLAVOR_PACKAGES = {
-    "sklearn": ("scikit-learn", "numpy", "scipy", "pandas", "cloudpickle"),
+    "sklearn": ("scikit-learn", "numpy", "scipy", "pandas", "cloudpickle", "skops"),
     "xgboost": ("xgboost", "numpy", "scipy", "pandas"),
     "lightgbm": ("lightgbm", "numpy", "scipy", "pandas", "scikit-learn"),
     "pytorch": ("torch", "numpy", "pandas", "cloudpickle"),
@@ -131,6 +130,8 @@ def log_model(
         run_id=run.run_id,
         model_id=stored.model_id,
     )
+    if flavor == "sklearn":
+        kwargs["skops_trusted_types"] = _own_skops_types(model)
     try:
         if python_model is not None:
             # what mlflow.pyfunc.log_model does, plus run_id, which that function does not take
@@ -142,7 +143,7 @@ def log_model(
     except BaseException:
         _mark_failed(run, stored.model_id)
         raise
-    digest = _stored_sha256(stored.artifact_location)
+    digest = _downloaded_sha256(info.model_uri)
     run.buffer.put_tags(
         {
             lineage.model_tag(name, "uri"): info.model_uri,
@@ -191,30 +192,29 @@ def _mark_failed(run: ActiveRun, model_id: str) -> None:
         client_for(run.workspace).finalize_logged_model(model_id, LoggedModelStatus.FAILED)
 
 
-def _stored_sha256(artifact_location: str) -> str:
-    """SHA-256 of the model files exactly as the artifact store holds them.
+def _downloaded_sha256(model_uri: str) -> str:
+    """SHA-256 of the files a download of ``model_uri`` gives, which is how users check it.
 
-    A local store is hashed in place; a remote one is downloaded from the model's
-    artifact location (not through ``models:/``, whose download adds a
-    ``registered_model_meta`` file that is not part of the stored model).
+    Note: a ``models:/`` download adds a ``registered_model_meta`` file to what the
+    store holds, so hashing the saved or stored folder would give another digest.
     """
-    local = _local_dir(artifact_location)
-    if local is not None and local.is_dir():
-        return sha256_tree(local)
     import mlflow.artifacts
 
     with tempfile.TemporaryDirectory() as tmp:
-        return sha256_tree(Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_location, dst_path=tmp)))
+        return sha256_tree(Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)))
 
 
-def _local_dir(location: str) -> Path | None:
-    """The folder behind a ``file:`` URI or a plain path; None for a remote store."""
-    parsed = urllib.parse.urlparse(location)
-    if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
-        return Path(urllib.request.url2pathname(parsed.path))
-    if parsed.scheme == "" or len(parsed.scheme) == 1:  # a path, or a Windows drive letter
-        return Path(location)
-    return None
+def _own_skops_types(model: Any) -> list[str]:
+    """Types skops does not trust by default that this model, serialized here, contains.
+
+    Q: Is trusting them safe?
+    A: The file is the one this process writes; every later load goes through
+       the SHA-256 recorded now (packaging verifies it before loading), so a
+       file changed by anyone else is refused before skops ever reads it.
+    """
+    import skops.io
+
+    return sorted(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
 
 
 def _as_python_model(model: Any) -> Any:

@@ -1,0 +1,70 @@
+"""Quality gates: declared next to the training code, evaluated the same way in notebooks and CI.
+
+Gate kinds (each blocking or warning-only):
+
+- :func:`threshold` — ``accuracy >= 0.9`` on a logged metric or one computed on the holdout;
+- :func:`champion_challenger` — candidate vs current champion on the same holdout, same call;
+- :func:`data_contract` — column names, dtypes, ranges, categories, null rates, declared
+  or derived from a dataset profile logged on an earlier run;
+- :func:`slice_parity` — largest metric gap across groups of a column;
+- :func:`custom` — a function of yours decides.
+
+Use them with :func:`check` (notebook, script), ``@shipyard.gate`` on a flow
+step, and ``shipyard gates check RUN_OR_VERSION`` in CI (:func:`recheck`).
+
+Example:
+    >>> from shipyard.gates import threshold, champion_challenger, check
+    >>> report = check("iris/2", gates=[threshold("accuracy >= 0.9"),
+    ...                 champion_challenger("accuracy", tolerance=0.01)], holdout=test_df)  # doctest: +SKIP
+    >>> report.verdict                                                                 # doctest: +SKIP
+    'pass'
+"""
+
+from __future__ import annotations
+
+from ._check import attach_results, check, load_report, recheck
+from ._decorator import StepGates, gate
+from ._evaluate import GateContext
+from ._report import GateReport, GateResult
+from ._specs import (
+    ChampionChallenger,
+    Column,
+    CustomGate,
+    DataContract,
+    GateSpec,
+    SliceParity,
+    Threshold,
+    champion_challenger,
+    custom,
+    data_contract,
+    slice_parity,
+    spec_from_dict,
+    spec_to_dict,
+    threshold,
+)
+
+__all__ = [
+    "ChampionChallenger",
+    "Column",
+    "CustomGate",
+    "DataContract",
+    "GateContext",
+    "GateReport",
+    "GateResult",
+    "GateSpec",
+    "SliceParity",
+    "StepGates",
+    "Threshold",
+    "attach_results",
+    "champion_challenger",
+    "check",
+    "custom",
+    "data_contract",
+    "gate",
+    "load_report",
+    "recheck",
+    "slice_parity",
+    "spec_from_dict",
+    "spec_to_dict",
+    "threshold",
+]

@@ -1,0 +1,52 @@
+"""Packaging: registered model version → generated BentoML service → bento → lean OCI image.
+
+Owns service generation, the bento build, local base images, containerizing
+with the real Docker engine, and the facts reported about an image. Heavy
+libraries (BentoML, MLflow, Docker) are imported only when a function runs.
+
+Example:
+    >>> import shipyard
+    >>> result = shipyard.package("models:/iris/1")     # doctest: +SKIP
+    >>> result.image.tag, result.image.size_mb           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY: dict[str, str] = {
+    "package": ".bento",
+    "PackageResult": ".bento",
+    "build_bento": ".bento",
+    "BentoResult": ".bento",
+    "containerize": ".image",
+    "ImageReport": ".image",
+    "build_base_image": ".base_image",
+    "resolve_base_image": ".base_image",
+    "BaseImage": ".base_image",
+    "resolve_model_version": ".model_source",
+    "ModelSource": ".model_source",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'shipyard.packaging' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:
+    from .base_image import BaseImage, build_base_image, resolve_base_image
+    from .bento import BentoResult, PackageResult, build_bento, package
+    from .image import ImageReport, containerize
+    from .model_source import ModelSource, resolve_model_version

@@ -1,0 +1,368 @@
+"""``package()``: a registered model version becomes a bento (and, by default, an image).
+
+The bento is built with BentoML's Python API in a child process whose
+``BENTOML_HOME`` is the workspace's BentoML home, so ``bentoml list`` there
+shows it and several workspaces never share BentoML's process-global state.
+Its version is a digest of everything that goes into it (model files,
+generated service, requirements, labels): packaging the same model version
+twice yields the same bento, and the second time it is reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._core import audit
+from .._core.errors import PackagingError
+from ..monitoring.integrity import directory_sha256
+from ..monitoring.validation import InputSchema
+from .model_source import (
+    ModelSource,
+    download_model,
+    input_schema_from_signature,
+    read_mlmodel,
+    resolve_model_version,
+    signature_inputs,
+    training_python,
+)
+from .service_source import preload_modules, render_service
+
+BENTO_BUILD_TIMEOUT_S = 300
+# Packages MLflow records as model requirements that a serving image never needs.
+DROPPED_REQUIREMENTS = frozenset({"pytest", "ipykernel", "jupyter", "notebook", "jupyterlab", "bentoml"})
+# Same code, smaller wheels for serving: MLflow without its server and UI; XGBoost without CUDA/NCCL.
+SERVING_SUBSTITUTES = {"mlflow": "mlflow-skinny", "xgboost": "xgboost-cpu"}
+MONITORING_FILES = ("__init__.py", "validation.py", "integrity.py")
+
+
+@dataclass(frozen=True)
+class BentoResult:
+    """A bento built (or reused) for one model version.
+
+    Attributes:
+        tag: bento tag ``name:version``.
+        path: folder of the bento in the workspace's BentoML home.
+        model: the model version it serves.
+        model_sha256: digest of the model files, checked by the service before loading.
+        labels: lineage labels on the bento.
+        python: Python major.minor the model was trained with.
+        requirements: pinned Python requirements of the service.
+        input_schema: what ``/predict`` accepts.
+        reused: True when an identical bento already existed.
+        seconds: time spent.
+    """
+
+    tag: str
+    path: Path
+    model: ModelSource
+    model_sha256: str
+    labels: dict[str, str]
+    python: str
+    requirements: list[str]
+    input_schema: InputSchema
+    reused: bool
+    seconds: float
+
+    @property
+    def name(self) -> str:
+        return self.tag.split(":", 1)[0]
+
+    @property
+    def version(self) -> str:
+        return self.tag.split(":", 1)[1]
+
+    @property
+    def service_source(self) -> Path:
+        return self.path / "src" / "service.py"
+
+
+@dataclass(frozen=True)
+class PackageResult:
+    """What :func:`package` produced: the bento and, unless skipped, the image."""
+
+    bento: BentoResult
+    image: Any = None  # ImageReport
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        image = f", image={self.image.tag!r}" if self.image is not None else ""
+        return f"PackageResult(bento={self.bento.tag!r}{image}, seconds={self.seconds:.1f})"
+
+
+def package(
+    model_version: Any,
+    *,
+    image: bool = True,
+    env: dict[str, str] | None = None,
+    no_cache: bool = False,
+    quiet: bool = False,
+) -> PackageResult:
+    """Package a registered model version as a bento and a non-root OCI image.
+
+    Args:
+        model_version: ``models:/NAME/VERSION``, ``NAME/VERSION``, ``NAME@alias`` or an MLflow ``ModelVersion``.
+        image: also build the image with the local Docker engine.
+        env: extra environment variables for the image (refused if they look like credentials).
+        no_cache: rebuild every image step instead of reusing Docker's layer cache.
+        quiet: no progress display.
+
+    Raises:
+        ModelNotFound: the model version does not exist.
+        PackagingError: no signature and no input example, a credential in the build, a failed build.
+        DockerUnavailable: no Docker daemon answers (only when ``image``).
+        BaseImageMissing: the base image was never built (only when ``image``).
+
+    Example:
+        >>> result = shipyard.package("models:/iris/1")     # doctest: +SKIP
+        >>> result.bento.tag, result.image.size_mb          # doctest: +SKIP
+        ('iris:v1-5d41402abc4b2a76', 412.3)
+    """
+    from .base_image import progress
+
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    report = None
+    with progress(quiet) as say:
+        bento = build_bento(model_version, say=say)
+        timings["bento"] = bento.seconds
+        if image:
+            from .image import containerize
+
+            report = containerize(bento, env=env, no_cache=no_cache, say=say)
+            timings["image"] = report.seconds
+    audit.append(
+        "package",
+        model=bento.model.name,
+        version=bento.model.version,
+        bento=bento.tag,
+        image=report.tag if report is not None else None,
+        image_id=report.image_id if report is not None else None,
+    )
+    return PackageResult(bento=bento, image=report, seconds=time.monotonic() - started, timings=timings)
+
+
+def build_bento(model_version: Any, *, say: Callable[[str], None] | None = None) -> BentoResult:
+    """Generate the service for a model version and build its bento (or reuse an identical one).
+
+    Args:
+        model_version: ``models:/NAME/VERSION``, ``NAME/VERSION``, ``NAME@alias`` or an MLflow ``ModelVersion``.
+        say: progress callback.
+
+    Raises:
+        ModelNotFound: the model version does not exist.
+        PackagingError: no signature and no input example, or the bento build failed.
+
+    Example:
+        >>> build_bento("iris/1").service_source.read_text()   # doctest: +SKIP
+    """
+    import shipyard
+
+    from .._core.workspace import current_workspace
+
+    say = say or (lambda message: None)
+    started = time.monotonic()
+    ws = current_workspace()
+    source = resolve_model_version(model_version)
+    say(f"downloading {source.uri}")
+    ws.root.joinpath("build").mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"bento-{_slug(source.name)}-", dir=ws.root / "build") as tmp:
+        ctx = Path(tmp) / "ctx"
+        ctx.mkdir()
+        model_dir = download_model(source, ctx / "model")
+        if model_dir != ctx / "model":
+            shutil.move(str(model_dir), str(ctx / "model.tmp"))
+            shutil.rmtree(ctx / "model")
+            (ctx / "model.tmp").rename(ctx / "model")
+        model_dir = ctx / "model"
+        mlmodel = read_mlmodel(model_dir)
+        schema = _input_schema(source, model_dir, mlmodel)
+        python = training_python(mlmodel) or f"{sys.version_info.major}.{sys.version_info.minor}"
+        model_sha256 = directory_sha256(model_dir)
+        requirements = serving_requirements(model_dir)
+        labels = bento_labels(source, model_sha256)
+        service_name = _slug(source.name)
+        (ctx / "service.py").write_text(
+            render_service(
+                model_name=source.name,
+                model_version=source.version,
+                service_name=service_name,
+                model_sha256=model_sha256,
+                lineage=labels,
+                schema=schema,
+                shipyard_version=shipyard.__version__,
+                preload=preload_modules(mlmodel),
+            ),
+            encoding="utf-8",
+        )
+        monitoring = ctx / "shipyard_monitoring"
+        monitoring.mkdir()
+        here = Path(__file__).resolve().parent.parent / "monitoring"
+        for name in MONITORING_FILES:
+            shutil.copyfile(here / name, monitoring / name)
+
+        content = hashlib.sha256()
+        content.update(directory_sha256(ctx).encode())
+        content.update(json.dumps(labels, sort_keys=True).encode())
+        content.update(python.encode())
+        version = f"v{source.version}-{content.hexdigest()[:16]}"
+        tag = f"{service_name}:{version}"
+        bento_path = ws.bentoml_home / "bentos" / service_name / version
+        from filelock import FileLock
+
+        ws.locks_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(ws.locks_dir / f"bento-{service_name}.lock")):  # one build per bento at a time
+            reused = (bento_path / "bento.yaml").is_file()
+            if reused:
+                say(f"bento {tag} exists with the same content, reused")
+            else:
+                say(f"building bento {tag} with BentoML")
+                _run_bento_build(ctx, tag, labels, python, requirements, ws.bentoml_home)
+    if not (bento_path / "bento.yaml").is_file():
+        raise PackagingError(f"BentoML reported success but {bento_path} holds no bento.yaml.")
+    return BentoResult(
+        tag=tag,
+        path=bento_path,
+        model=source,
+        model_sha256=model_sha256,
+        labels=labels,
+        python=python,
+        requirements=requirements,
+        input_schema=schema,
+        reused=reused,
+        seconds=time.monotonic() - started,
+    )
+
+
+def bento_content_sha256(bento_path: Path) -> str:
+    """Digest of what a bento serves: its ``src`` folder and its Python requirements.
+
+    ``bento.yaml`` is left out because BentoML stamps it with the build time.
+    """
+    digest = hashlib.sha256(directory_sha256(bento_path / "src").encode())
+    req = bento_path / "env" / "python" / "requirements.txt"
+    if req.is_file():
+        digest.update(req.read_bytes())
+    return digest.hexdigest()
+
+
+def bento_labels(source: ModelSource, model_sha256: str) -> dict[str, str]:
+    """Lineage labels carried by the bento and the image (``shipyard.*`` keys, as on MLflow runs)."""
+    labels = source.lineage()
+    labels["shipyard.model.sha256"] = model_sha256
+    return labels
+
+
+def serving_requirements(model_dir: Path) -> list[str]:
+    """Pinned requirements of the service: the model's own plus BentoML, with lean substitutes.
+
+    MLflow's full package (tracking server, UI) is not needed to load a model;
+    its ``mlflow-skinny`` twin at the same version is. XGBoost's default wheel
+    pulls CUDA's NCCL (hundreds of MB); ``xgboost-cpu`` is the same version
+    without it (see ``SERVING_SUBSTITUTES``).
+    """
+    import bentoml
+
+    lines: list[str] = []
+    req_file = model_dir / "requirements.txt"
+    raw = req_file.read_text(encoding="utf-8").splitlines() if req_file.is_file() else []
+    for line in raw:
+        line = line.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        name = re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0].strip().lower().replace("_", "-")
+        if name in DROPPED_REQUIREMENTS:
+            continue
+        if name in SERVING_SUBSTITUTES:
+            line = SERVING_SUBSTITUTES[name] + line[len(name) :]
+        lines.append(line)
+    if not any(re.split(r"[<>=!~\[; ]", x, maxsplit=1)[0].lower() == "mlflow-skinny" for x in lines):
+        import mlflow
+
+        lines.append(f"mlflow-skinny=={mlflow.__version__}")
+    lines.append(f"bentoml=={bentoml.__version__}")
+    return sorted(set(lines), key=str.lower)
+
+
+def _input_schema(source: ModelSource, model_dir: Path, mlmodel: dict[str, Any]) -> InputSchema:
+    inputs = signature_inputs(mlmodel)
+    if inputs is None:
+        if not mlmodel.get("saved_input_example_info"):
+            raise PackagingError(
+                f"{source.uri} has neither a signature nor an input example, so its input schema is unknown.",
+                hint="Log the model again with `signature=infer_signature(X, y)` or `input_example=X[:5]`.",
+            )
+        from mlflow.models import Model, infer_signature
+
+        example = Model.load(str(model_dir)).load_input_example(str(model_dir))
+        inputs = infer_signature(example).inputs.to_dict()
+    return input_schema_from_signature(inputs)
+
+
+_BUILD_SCRIPT = """
+import json, sys
+import bentoml
+spec = json.loads(sys.argv[1])
+bento = bentoml.bentos.build(
+    "service:ModelService",
+    version=spec["version"],
+    labels=spec["labels"],
+    include=["service.py", "shipyard_monitoring/*.py", "model/**"],
+    python={"packages": spec["requirements"], "lock_packages": False},
+    docker={"python_version": spec["python"]},
+    build_ctx=spec["ctx"],
+)
+print(json.dumps({"tag": str(bento.tag), "path": bento.path}))
+"""
+
+
+def _run_bento_build(
+    ctx: Path,
+    tag: str,
+    labels: dict[str, str],
+    python: str,
+    requirements: list[str],
+    bentoml_home: Path,
+) -> None:
+    env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "BENTOML_DO_NOT_TRACK": "true"}
+    spec = {
+        "version": tag.split(":", 1)[1],
+        "labels": labels,
+        "python": python,
+        "requirements": requirements,
+        "ctx": str(ctx),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", _BUILD_SCRIPT, json.dumps(spec)],
+        cwd=ctx,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=BENTO_BUILD_TIMEOUT_S,
+    )
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-20:])
+        raise PackagingError(
+            f"BentoML could not build the bento {tag}.",
+            hint=f"The generated service is in the bento build log below; fix the model or report it.\n{tail}",
+        )
+
+
+def _slug(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9_.-]+", "_", name.lower()).strip("_.-")
+    return slug or "model"
+
+
+__all__ = ["BentoResult", "PackageResult", "bento_content_sha256", "build_bento", "package", "serving_requirements"]

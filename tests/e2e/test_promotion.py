@@ -1,0 +1,221 @@
+"""One-call promotion end to end: real MLflow, BentoML, Docker daemon and a local OCI registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import shipyard
+from shipyard._core import audit
+from shipyard._core.workspace import reset_workspace
+from tests.conftest import free_port
+from tests.docker_support import docker_engine, docker_inspect  # noqa: F401  (fixture)
+from tests.registry_support import local_registry  # noqa: F401  (fixture)
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+QUICKSTART_MODEL = "breast-cancer"
+
+
+@pytest.fixture
+def ws(quickstart, local_registry, docker_engine, monkeypatch):  # noqa: F811
+    """The quickstart's workspace, pushing to the local registry."""
+    project, _, _ = quickstart
+    monkeypatch.setenv("SHIPYARD_PROJECT_DIR", str(project))
+    reset_workspace()
+    return shipyard.init(project_dir=project, oci_registry=local_registry.address)
+
+
+def _aliases(ws, name: str) -> dict[str, str]:
+    from mlflow.tracking import MlflowClient
+
+    aliases = MlflowClient(tracking_uri=ws.tracking_uri).get_registered_model(name).aliases
+    return {alias: str(version) for alias, version in aliases.items()}
+
+
+def candidate(ws, c: float = 1.0, *, gate: str = "accuracy >= 0.5", log_model: bool = True) -> str:
+    """A tracked run with an iris model and a recorded gate verdict."""
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    from shipyard.gates import threshold
+
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    with shipyard.start_run("iris-e2e", workspace=ws) as run:
+        model = LogisticRegression(C=c, max_iter=500).fit(X, y)
+        shipyard.log_metric("accuracy", model.score(X, y))
+        if log_model:
+            shipyard.log_model(model, name="model", input_example=X.head(5))
+    if log_model:
+        shipyard.check(run.run_id, gates=[threshold(gate)], workspace=ws)
+    return run.run_id
+
+
+def test_quickstart_run_is_promoted_in_one_call(quickstart, ws, local_registry) -> None:  # noqa: F811
+    import kubernetes_validate
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    _, _, run_id = quickstart
+    events = []
+    promotion = shipyard.promote(run_id, model_name=QUICKSTART_MODEL, progress=events.append)
+    assert promotion.status == "completed"
+    assert [s.name for s in promotion.stages][-1] == "aliases"
+    assert {e.state for e in events} == {"started", "done"}
+
+    client = MlflowClient(tracking_uri=ws.tracking_uri)
+    assert str(client.get_model_version_by_alias(QUICKSTART_MODEL, "champion").version) == promotion.version
+
+    handoff = json.loads((promotion.bundle_path / "handoff.json").read_text())
+    digest = handoff["image"]["digest"]
+    assert digest == promotion.image_digest and digest.startswith("sha256:")
+    pushed = f"{local_registry.address}/shipyard/{QUICKSTART_MODEL}:v{promotion.version}"
+    assert f"{local_registry.address}/shipyard/{QUICKSTART_MODEL}@{digest}" in docker_inspect(pushed, "{{json .RepoDigests}}")
+    assert docker_inspect(pushed, "{{.Config.User}}") not in ("", "root", "0")
+
+    for manifest in (promotion.bundle_path / "k8s").glob("*.yaml"):
+        obj = yaml.safe_load(manifest.read_text())
+        kubernetes_validate.validate(obj, "1.30.0", strict=True)
+        if obj["kind"] == "Deployment":
+            assert obj["spec"]["template"]["spec"]["containers"][0]["image"].endswith("@" + digest)
+    assert handoff["lineage"]["mlflow_run_id"] == run_id
+    assert handoff["gates"]["verdict"] == "pass"
+    sbom = json.loads((promotion.bundle_path / "sbom.cdx.json").read_text())
+    assert sbom["bomFormat"] == "CycloneDX" and any(c["name"] == "scikit-learn" for c in sbom["components"])
+
+
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    import shipyard
+    run_id, model, kill_after, log = sys.argv[1:5]
+
+    def progress(event):
+        with open(log, "a") as fh:
+            fh.write(f"{event.stage} {event.state}\\n")
+        if event.stage == kill_after and event.state == "done":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    shipyard.promote(run_id, model_name=model, progress=progress)
+    """
+)
+
+
+def test_sigkill_at_every_stage_boundary_leaves_aliases_and_resumes(ws, tmp_path: Path) -> None:
+    from shipyard.promotion._promote import STAGES
+
+    model = "iris-kill"
+    first = shipyard.promote(candidate(ws, 1.0), model_name=model)
+    before = _aliases(ws, model)
+    assert before == {"champion": first.version}
+
+    run_id = candidate(ws, 0.5)
+    script, log = tmp_path / "killer.py", tmp_path / "events.log"
+    script.write_text(KILLER)
+    env = {**os.environ, "SHIPYARD_PROJECT_DIR": str(ws.project_dir), "SHIPYARD_OCI_REGISTRY": ws.settings.oci_registry}
+    for stage in STAGES[:-1]:
+        proc = subprocess.run([sys.executable, str(script), run_id, model, stage.name, str(log)],
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == -9, proc.stderr[-2000:]
+        assert _aliases(ws, model).get("champion") == first.version, f"champion moved after a kill at {stage.name}"
+        assert "previous" not in _aliases(ws, model)
+    promotion = shipyard.promote(run_id, model_name=model)
+    assert promotion.status == "completed"
+    assert _aliases(ws, model) == {"champion": promotion.version, "previous": first.version}
+    started = [line.split()[0] for line in log.read_text().splitlines() if line.endswith(" started")]
+    assert started == [s.name for s in STAGES[:-1]], "a stage whose output was intact ran again"
+    assert [s.reused for s in promotion.stages] == [True] * (len(STAGES) - 1) + [False]
+
+
+def test_two_promotions_at_once_end_with_one_champion(ws) -> None:
+    model = "iris-race"
+    run_id = candidate(ws, 0.8)
+    env = {**os.environ, "SHIPYARD_PROJECT_DIR": str(ws.project_dir), "SHIPYARD_OCI_REGISTRY": ws.settings.oci_registry}
+    cmd = [sys.executable, "-m", "shipyard.cli", "promote", run_id, "--model-name", model]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-1500:] for o in outs]
+    assert _aliases(ws, model) == {"champion": "1"}
+    moves = [r for r in audit.read(workspace=ws) if r.get("model") == model and r["event"].startswith("alias.")]
+    champion_moves = [r for r in moves if r.get("alias") == "champion"]
+    assert len(champion_moves) == 1 and champion_moves[0].get("version") == "1"
+    completed = [r for r in audit.read(workspace=ws, event="promotion.completed") if r.get("model") == model]
+    assert len(completed) == 2  # the second one waited, then found every stage done
+
+
+def test_approval_required_stops_before_the_swap(ws, monkeypatch) -> None:
+    monkeypatch.setenv("SHIPYARD_REQUIRE_APPROVAL", "true")
+    reset_workspace()
+    ws = shipyard.init(project_dir=ws.project_dir, oci_registry=ws.settings.oci_registry)
+    model = "iris-approval"
+    run_id = candidate(ws, 1.0)
+    waiting = shipyard.promote(run_id, model_name=model)
+    assert waiting.status == "awaiting_approval"
+    assert "champion" not in _aliases(ws, model)
+    pending = shipyard.review(f"{model}/{waiting.version}")
+    assert pending.image["digest"].startswith("sha256:") and pending.review == {}
+    shipyard.approve(f"{model}/{waiting.version}", "parity and latency look right", reviewer="eng-1")
+    done = shipyard.promote(run_id, model_name=model)
+    assert done.status == "completed" and _aliases(ws, model)["champion"] == waiting.version
+    assert json.loads((done.bundle_path / "handoff.json").read_text())["approvals"][0]["by"] == "eng-1"
+
+    rejected_run = candidate(ws, 0.3)
+    second = shipyard.promote(rejected_run, model_name=model)
+    shipyard.reject(f"{model}/{second.version}", "needs a fairness check on segment B", reviewer="eng-2")
+    with pytest.raises(shipyard.PromotionError, match="rejected by eng-2: needs a fairness check on segment B"):
+        shipyard.promote(rejected_run, model_name=model)
+    assert _aliases(ws, model)["champion"] == waiting.version
+
+
+def test_rollback_restores_the_first_champion_and_its_bundle(ws) -> None:
+    model = "iris-rollback"
+    first = shipyard.promote(candidate(ws, 1.0), model_name=model)
+    second = shipyard.promote(candidate(ws, 0.4), model_name=model)
+    assert first.image_digest != second.image_digest
+    swap = shipyard.rollback(model, reason="latency regression in production")
+    assert swap.champion.version == first.version
+    assert _aliases(ws, model) == {"champion": first.version, "previous": second.version}
+    current = ws.bundles_dir / model / "current"
+    assert current.resolve() == first.bundle_path.resolve()
+    handoff = json.loads((current / "handoff.json").read_text())
+    assert handoff["image"]["digest"] == first.image_digest
+    deployment = (current / "k8s" / "deployment.yaml").read_text()
+    assert first.image_digest in deployment and second.image_digest not in deployment
+    assert any(r["event"] == "model.rollback" and r["model"] == model for r in audit.read(workspace=ws))
+
+
+def test_bad_input_is_refused_and_aliases_stay(ws, monkeypatch) -> None:
+    model = "iris-bad"
+    first = shipyard.promote(candidate(ws, 1.0), model_name=model)
+    expected = {"champion": first.version}
+
+    with pytest.raises(shipyard.PromotionError, match="no model logged"):
+        shipyard.promote(candidate(ws, log_model=False), model_name=model)
+    assert _aliases(ws, model) == expected
+
+    with pytest.raises(shipyard.GateFailed, match="accuracy"):
+        shipyard.promote(candidate(ws, 1.0, gate="accuracy >= 0.9999"), model_name=model)
+    assert _aliases(ws, model) == expected
+
+    retired = shipyard.promote(candidate(ws, 0.9), model_name=model)
+    shipyard.retire(f"{model}/{retired.version}", reason="trained on a leaked label")
+    assert "champion" not in _aliases(ws, model)
+    from shipyard import registry  # retiring removed every alias of that version; put champion back
+
+    registry.set_alias(model, "champion", first.version, reason="restore after retiring", workspace=ws)
+    with pytest.raises(shipyard.PromotionError, match="is retired"):
+        shipyard.promote(f"{model}/{retired.version}")
+    assert _aliases(ws, model)["champion"] == first.version
+
+    monkeypatch.setenv("SHIPYARD_OCI_REGISTRY", f"127.0.0.1:{free_port()}")
+    reset_workspace()
+    unreachable = shipyard.init(project_dir=ws.project_dir)
+    with pytest.raises(shipyard.DeployError, match="is running and reachable"):
+        shipyard.promote(candidate(unreachable, 0.7), model_name=model)
+    assert _aliases(unreachable, model)["champion"] == first.version

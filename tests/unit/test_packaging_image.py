@@ -1,0 +1,77 @@
+"""Pure pieces of image building: the Dockerfile, requirements, labels and model hashing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from shipyard.monitoring.integrity import ModelIntegrityError, directory_sha256, verify_directory
+from shipyard.packaging.base_image import BaseImage, base_image_name
+from shipyard.packaging.bento import serving_requirements
+from shipyard.packaging.image import render_dockerfile, warm_imports
+
+LOCAL = BaseImage(
+    "shipyard/base:bookworm-py3.11", "sha256:x", "3.11", 0, False, 0.0, builder="shipyard/base-builder:bookworm-py3.11"
+)
+
+
+def test_dockerfile_installs_in_a_build_stage_and_runs_non_root() -> None:
+    text = render_dockerfile(LOCAL, {"BENTOML_HOME": "/tmp/bentoml"})
+    stages = [line for line in text.splitlines() if line.startswith("FROM ")]
+    assert stages == ["FROM shipyard/base-builder:bookworm-py3.11 AS deps", "FROM shipyard/base:bookworm-py3.11"]
+    final = text.split("FROM shipyard/base:bookworm-py3.11", 1)[1]
+    assert "uv " not in final and "apt-get" not in text
+    assert "COPY --from=deps /opt/venv /opt/venv" in final
+    assert final.index("COPY --from=deps") < final.index("COPY bento")  # model-only changes reuse the deps layer
+    assert "USER 10001:10001" in final and "HEALTHCHECK" in final and "/readyz" in final
+
+
+def test_environment_values_are_quoted_for_the_dockerfile() -> None:
+    text = render_dockerfile(LOCAL, {"GREETING": 'say "hi" $HOME'})
+    assert 'GREETING="say \\"hi\\" \\$HOME"' in text
+
+
+def test_registry_base_image_gets_uv_and_the_user_added() -> None:
+    registry = BaseImage("registry.example.com/python:3.11-slim", "sha256:y", "3.11", 0, False, 0.0, local=False)
+    text = render_dockerfile(registry, {})
+    assert "FROM registry.example.com/python:3.11-slim AS deps" in text
+    assert "pip install --no-cache-dir 'uv" in text and "useradd --uid 10001" in text
+
+
+def test_serving_requirements_swap_mlflow_for_skinny_and_drop_test_tools(tmp_path: Path) -> None:
+    import bentoml
+
+    (tmp_path / "requirements.txt").write_text(
+        "mlflow==3.17.2\nscikit-learn==1.9.1\npytest==9.0\n# note\n-e .\ncloudpickle==3.1\nxgboost==3.2.0\n"
+    )
+    reqs = serving_requirements(tmp_path)
+    assert "mlflow-skinny==3.17.2" in reqs and "scikit-learn==1.9.1" in reqs and "cloudpickle==3.1" in reqs
+    assert "xgboost-cpu==3.2.0" in reqs and "xgboost==3.2.0" not in reqs
+    assert not any(r.startswith(("mlflow==", "pytest", "-e")) for r in reqs)
+    assert f"bentoml=={bentoml.__version__}" in reqs
+
+
+def test_warm_imports_follow_the_requirements() -> None:
+    assert "mlflow.sklearn" in warm_imports(["scikit-learn==1.9.1"])
+    assert "mlflow.sklearn" not in warm_imports(["xgboost==2.1"])
+    assert "xgboost" in warm_imports(["xgboost==2.1"])
+
+
+def test_base_image_name_follows_the_suite_python() -> None:
+    from shipyard import PackagingError
+
+    assert base_image_name("3.11") == "shipyard/base:bookworm-py3.11"
+    with pytest.raises(PackagingError, match="base_image"):
+        base_image_name("3.12")
+
+
+def test_directory_hash_covers_names_and_bytes(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"1")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b").write_bytes(b"2")
+    digest = directory_sha256(tmp_path)
+    assert verify_directory(tmp_path, digest) == digest
+    (tmp_path / "sub" / "b").rename(tmp_path / "sub" / "c")
+    assert directory_sha256(tmp_path) != digest
+    with pytest.raises(ModelIntegrityError, match="model hash mismatch"):
+        verify_directory(tmp_path, digest)

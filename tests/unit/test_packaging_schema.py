@@ -1,0 +1,134 @@
+"""Mapping MLflow signatures to input schemas and to the generated service source."""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+from shipyard import ModelNotFound, PackagingError
+from shipyard.monitoring.validation import FieldSpec, InputSchema
+from shipyard.packaging.model_source import input_schema_from_signature, parse_model_spec, training_python
+from shipyard.packaging.service_source import field_identifiers, render_service
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("models:/iris/3", ("iris", "3", None)),
+        ("iris/12", ("iris", "12", None)),
+        ("iris@champion", ("iris", None, "champion")),
+        ("models:/churn-model@prev.1", ("churn-model", None, "prev.1")),
+    ],
+)
+def test_model_references_parse(spec: str, expected: tuple[str, str | None, str | None]) -> None:
+    assert parse_model_spec(spec) == expected
+
+
+@pytest.mark.parametrize("spec", ["iris", "models:/iris/latest", "iris/1/2", ""])
+def test_malformed_references_are_model_not_found(spec: str) -> None:
+    with pytest.raises(ModelNotFound, match="NAME/VERSION"):
+        parse_model_spec(spec)
+
+
+def test_column_signature_maps_to_fields() -> None:
+    schema = input_schema_from_signature(
+        [
+            {"type": "double", "name": "age", "required": True},
+            {"type": "long", "name": "visits", "required": False},
+            {"type": "string", "name": "plan", "required": True},
+            {"type": "boolean", "name": "active"},
+        ]
+    )
+    assert schema.tensor_width is None
+    assert schema.fields == (
+        FieldSpec("age", "double", True),
+        FieldSpec("visits", "long", False),
+        FieldSpec("plan", "string", True),
+        FieldSpec("active", "boolean", True),
+    )
+
+
+def test_tensor_signature_maps_to_fixed_width_rows() -> None:
+    schema = input_schema_from_signature([{"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, 4]}}])
+    assert (schema.tensor_width, schema.tensor_type, schema.fields) == (4, "double", ())
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ([{"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, 28, 28]}}], "2-D"),
+        ([{"type": "array", "name": "tokens", "items": {"type": "string"}}], r"tokens \(array\)"),
+        ([], "no inputs"),
+    ],
+)
+def test_unsupported_signatures_are_packaging_errors(inputs: list, message: str) -> None:
+    with pytest.raises(PackagingError, match=message):
+        input_schema_from_signature(inputs)
+
+
+def test_training_python_is_major_minor() -> None:
+    assert training_python({"flavors": {"python_function": {"python_version": "3.11.7"}}}) == "3.11"
+    assert training_python({"flavors": {}}) is None
+
+
+def test_field_identifiers_are_unique_valid_and_readable() -> None:
+    names = ["sepal length (cm)", "class", "2nd", "model_id", "a-b", "a b", "schema", ""]
+    idents = field_identifiers(names)
+    assert idents[:3] == ["sepal_length_cm", "class_", "col_2nd"]
+    assert len(set(idents)) == len(idents)
+    assert all(i.isidentifier() for i in idents)
+    assert not any(i.startswith("model_") for i in idents)
+
+
+def _render(schema: InputSchema) -> str:
+    return render_service(
+        model_name="churn",
+        model_version="7",
+        service_name="churn",
+        model_sha256="ab" * 32,
+        lineage={"shipyard.model.name": "churn", "shipyard.metaflow.pathspec": "Train/1"},
+        schema=schema,
+        shipyard_version="0.1.0",
+    )
+
+
+def test_generated_service_is_valid_python_with_typed_rows() -> None:
+    schema = InputSchema(fields=(FieldSpec("age", "double"), FieldSpec("plan", "string", required=False)))
+    source = _render(schema)
+    tree = ast.parse(source)
+    classes = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+    assert classes == {"InputRow", "ModelService"}
+    assert 'age: float = pydantic.Field(alias="age", allow_inf_nan=False)' in source
+    assert 'plan: str | None = pydantic.Field(None, alias="plan")' in source
+    assert "def predict(self, inputs: list[InputRow])" in source
+    assert 'MODEL_SHA256 = "' + "ab" * 32 + '"' in source
+    assert '"shipyard.metaflow.pathspec": "Train/1",' in source
+    assert "_verify_model()" in source
+
+
+def test_skops_models_preload_skops_before_mlflow() -> None:
+    from shipyard.packaging.service_source import preload_modules
+
+    mlmodel = {"flavors": {"sklearn": {"serialization_format": "skops"}, "python_function": {}}}
+    assert preload_modules(mlmodel) == ["skops.io"]
+    assert preload_modules({"flavors": {"sklearn": {"serialization_format": "cloudpickle"}}}) == []
+    source = render_service(
+        model_name="m",
+        model_version="1",
+        service_name="m",
+        model_sha256="0" * 64,
+        lineage={},
+        schema=InputSchema(tensor_width=2),
+        shipyard_version="0",
+        preload=["skops.io"],
+    )
+    ast.parse(source)
+    assert source.index("import skops.io") < source.index("import mlflow.pyfunc")
+
+
+def test_generated_service_for_tensor_models_takes_number_rows() -> None:
+    source = _render(InputSchema(tensor_width=3, tensor_type="long"))
+    ast.parse(source)
+    assert "def predict(self, inputs: list[list[int]])" in source
+    assert "np.asarray(inputs, dtype=np.int64)" in source
+    assert "class InputRow" not in source
