@@ -93,3 +93,16 @@ def test_gates_declared_on_the_train_step_are_recorded(executed, client) -> None
     assert tags["shipyard.gate.verdict"] == "pass"
     assert tags["shipyard.gate.threshold.accuracy"] == "pass"
     assert tags["shipyard.gate.champion_challenger"] == "pass"
+
+
+def test_ci_gate_check_agrees_with_the_notebook(executed) -> None:
+    import os
+    import subprocess
+    import sys
+
+    project, _, run_id = executed
+    env = {**os.environ, "SHIPYARD_PROJECT_DIR": str(project), "COLUMNS": "200"}
+    out = subprocess.run([sys.executable, "-m", "shipyard.cli", "gates", "check", run_id],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "champion_challenger" in out.stdout

@@ -190,7 +190,8 @@ def _execute(flow: Any, params: Mapping[str, Any], show_output: bool, state: _Ru
     try:
         runner = Runner(str(flow_file.path), show_output=show_output, env=env, cwd=str(ws.project_dir))
         with runner:
-            executing = runner.run(**params)
+            # Metaflow's command line (which the Runner drives) spells parameters in lower case.
+            executing = runner.run(**{name.lower().replace("-", "_"): value for name, value in params.items()})
             state.pathspec = executing.run.pathspec
             status = executing.status
             output = (executing.stdout or "") + (executing.stderr or "")

@@ -390,7 +390,8 @@ def check(
     ctx = _context(ws, cand, specs, frame, target, data, model_name, _live_champion(ws))
     results, notes = _run_gates(specs, ctx)
     report = GateReport(
-        candidate=cand.info(),
+        # the model whose champion was compared with, so a re-check compares with the same one
+        candidate={**cand.info(), "compared_with": ctx.model_name},
         results=results,
         champion=ctx.champion_used,
         specs=[spec_to_dict(s) for s in specs],
@@ -631,7 +632,7 @@ def recheck(ref: Any, *, workspace: Workspace | None = None) -> GateReport:
         holdout,
         target,
         data,
-        recorded_cand.get("model_name"),
+        recorded_cand.get("compared_with") or recorded_cand.get("model_name"),
         _pinned_champion(ws, recorded.champion),
     )
     results, notes = _run_gates(specs, ctx)
