@@ -1,7 +1,7 @@
 """Deploy: what happens to a model image after it is built.
 
-Owns smoke and parity tests of images (:mod:`.smoke`); handoff bundles,
-registry pushes and deployment targets join here. Docker and MLflow are
+Owns smoke and parity tests of images (:mod:`.image_smoke`), handoff bundles
+(:mod:`.handoff`) and registry pushes (:mod:`.push`). Docker and MLflow are
 imported only when a function runs.
 
 Example:
@@ -10,25 +10,16 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._core.lazy import lazy_attributes
 
 _LAZY: dict[str, str] = {"smoke": ".image_smoke", "SmokeResult": ".image_smoke", "GateVerdict": ".image_smoke"}
 
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _LAZY.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'shipyard.deploy' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 
 if TYPE_CHECKING:
