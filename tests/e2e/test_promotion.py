@@ -173,11 +173,33 @@ def test_approval_required_stops_before_the_swap(ws, monkeypatch) -> None:
     assert _aliases(ws, model)["champion"] == waiting.version
 
 
-def test_rollback_restores_the_first_champion_and_its_bundle(ws) -> None:
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_rollback_restores_the_first_champion_and_its_bundle(ws, tmp_path: Path) -> None:
+    repo = tmp_path / "gitops"
+    repo.mkdir()
+    for args in (("init", "-q"), ("config", "user.name", "ci"), ("config", "user.email", "ci@example.invalid"),
+                 ("commit", "-q", "--allow-empty", "-m", "start")):
+        _git(repo, *args)
+    ws = shipyard.init(project_dir=ws.project_dir, oci_registry=ws.settings.oci_registry, gitops_repo=repo)
     model = "iris-rollback"
+    deployed = f"deploy/{model}/k8s/deployment.yaml"
     first = shipyard.promote(candidate(ws, 1.0), model_name=model)
+    assert first.image_digest in _git(repo, "show", f"HEAD:{deployed}")
     second = shipyard.promote(candidate(ws, 0.4), model_name=model)
     assert first.image_digest != second.image_digest
+    assert second.image_digest in _git(repo, "show", f"HEAD:{deployed}")
+
+    env = {**os.environ, "SHIPYARD_PROJECT_DIR": str(ws.project_dir), "COLUMNS": "250"}
+    review = subprocess.run([sys.executable, "-m", "shipyard.cli", "review", f"{model}/{first.version}"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert review.returncode == 0, review.stderr
+    for text in (first.image_digest, f"diff against champion v{second.version}", "lineage", "source_sha256",
+                 "size_bytes", "requirements"):
+        assert text in review.stdout, text
+
     swap = shipyard.rollback(model, reason="latency regression in production")
     assert swap.champion.version == first.version
     assert _aliases(ws, model) == {"champion": first.version, "previous": second.version}
@@ -187,6 +209,8 @@ def test_rollback_restores_the_first_champion_and_its_bundle(ws) -> None:
     assert handoff["image"]["digest"] == first.image_digest
     deployment = (current / "k8s" / "deployment.yaml").read_text()
     assert first.image_digest in deployment and second.image_digest not in deployment
+    assert first.image_digest in _git(repo, "show", f"HEAD:{deployed}")
+    assert "roll back to v1" in _git(repo, "log", "-1", "--format=%s")
     assert any(r["event"] == "model.rollback" and r["model"] == model for r in audit.read(workspace=ws))
 
 

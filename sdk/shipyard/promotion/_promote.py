@@ -6,7 +6,8 @@ stage):
 
     gates → register (alias challenger) → bento → image → smoke/parity
     → push (when a registry is configured) → approval (when required)
-    → handoff bundle → alias swap (champion ← new, previous ← old), last.
+    → handoff bundle → GitOps commit (when a repository is configured)
+    → alias swap (champion ← new, previous ← old), last.
 
 Q: Why do ``push`` and ``approval`` come before the bundle?
 A: The bundle pins the Deployment to the image's digest, and a registry
@@ -269,6 +270,20 @@ def _bundle_exists(ctx: StageContext, out: dict[str, Any]) -> bool:
     return (Path(out["path"]) / "handoff.json").is_file()
 
 
+def _gitops(ctx: StageContext) -> dict[str, Any]:
+    ws: Workspace = ctx.inputs["workspace"]
+    if ws.settings.gitops_repo is None:
+        return {"commit": None}
+    from ..deploy.gitops import commit_bundle
+
+    version = ctx.output("register", "version")
+    commit = commit_bundle(
+        Path(ctx.output("bundle", "path")), ws.settings.gitops_repo, ws.settings.gitops_path, _slug(ctx.inputs["model"]),
+        f"{ctx.inputs['model']} v{version} to {ctx.inputs['target']}: {ctx.output('push', 'digest')}",
+    )
+    return {"commit": commit}
+
+
 def _approval(ctx: StageContext) -> dict[str, Any]:
     from .. import registry
 
@@ -349,6 +364,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("push", "Push image", _push),
     Stage("approval", "Engineer approval", _approval),
     Stage("bundle", "Write handoff bundle", _bundle, _bundle_exists),
+    Stage("gitops", "Commit bundle to GitOps repository", _gitops),
     Stage("aliases", "Swap champion", _aliases, _is_champion),
 )
 

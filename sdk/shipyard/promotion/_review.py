@@ -115,6 +115,11 @@ def rollback(model: str, reason: str, *, workspace: Workspace | None = None) -> 
     swap = registry.rollback(model, reason, workspace=ws)
     bundle = write_bundle(spec, bundle_dir)
     _point_current(ws, model, bundle.path)
+    if ws.settings.gitops_repo is not None:
+        from ..deploy.gitops import commit_bundle
+
+        commit_bundle(bundle.path, ws.settings.gitops_repo, ws.settings.gitops_path, _slug(model),
+                      f"{model}: roll back to v{target.version}: {reason}")
     audit.append("model.rollback", workspace=ws, model=model, champion=swap.champion.version,
                  previous=swap.previous.version if swap.previous else None, reason=reason, image=bundle.image)
     return swap
