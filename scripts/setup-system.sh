@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v git >/dev/null 2>&1 || need+=(git)
 [[ -x /usr/bin/docker-registry ]] || need+=(docker-registry)   # local OCI registry for push tests
+[[ -x /usr/bin/chromium ]] || need+=(chromium)                 # real-browser tests of the panel (Playwright)
 
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then

@@ -13,8 +13,7 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._core.errors import (
     BaseImageMissing,
@@ -38,6 +37,8 @@ from ._core.errors import (
     TrackingUnavailable,
 )
 
+from ._core.lazy import lazy_attributes
+
 __version__ = "0.1.0"
 
 # public name -> module that defines it (relative to this package)
@@ -57,9 +58,13 @@ _LAZY: dict[str, str] = {
     "flush": ".tracking",
     "sync": ".tracking",
     "active_run_id": ".tracking",
+    "metric_history": ".tracking",
+    "model_versions": ".registry",
+    # the JupyterLab panel
+    "panel": ".widgets",
     # flows
     "track": ".flows",
-    "run": ".flows",
+    "run": "._interactive",
     "run_async": ".flows",
     "FlowRun": ".flows",
     "RunResult": ".flows",
@@ -110,29 +115,21 @@ __all__ = sorted(
 )
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _LAZY.get(name)
-    if module_name is not None:
-        value = getattr(importlib.import_module(module_name, __name__), name)
-        globals()[name] = value  # later lookups skip __getattr__
-        return value
-    if name in _SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module 'shipyard' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*__all__, *_SUBMODULES})
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, _SUBMODULES)
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; the map above is what runs
     from ._core.config import Settings
     from ._core.workspace import Workspace, current_workspace, init
-    from .flows import FlowRun, RunResult, run, run_async, track
+    from ._interactive import run
+    from .flows import FlowRun, RunResult, run_async, track
     from .deploy import smoke
     from .gates import GateReport, check, gate
     from .packaging import build_base_image, package
     from .promotion import Promotion, approve, promote, reject, retire, review, rollback
+    from .registry import model_versions
+    from .tracking import metric_history
+    from .widgets import panel
     from .tracking import (
         active_run_id,
         flush,

@@ -37,11 +37,14 @@ def test_run_has_params_and_full_metric_history(executed, client) -> None:
     assert run.data.metrics["accuracy"] > 0.9
 
 
-def test_model_is_logged_loadable_and_pinned(executed, client, tmp_path: Path, monkeypatch) -> None:
+def test_model_is_logged_loadable_and_pinned(executed, client, tmp_path: Path, request) -> None:
+    import mlflow
     import mlflow.pyfunc
     from sklearn.datasets import load_breast_cancer
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri)  # "models:/m-…" resolves in that store
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(client.tracking_uri)  # "models:/m-…" resolves in that store
+    request.addfinalizer(lambda: mlflow.set_tracking_uri(previous))
 
     _, _, run_id = executed
     tags = client.get_run(run_id).data.tags

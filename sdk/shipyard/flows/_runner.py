@@ -9,6 +9,7 @@ flow's own file is run.
 from __future__ import annotations
 
 import ast
+import asyncio
 import concurrent.futures
 import os
 import sys
@@ -156,13 +157,16 @@ def run(flow: Any, *, show_output: bool = False, **params: Any) -> RunResult:
         >>> result = shipyard.run(TrainFlow, epochs=20)   # doctest: +SKIP
         >>> result.metrics["accuracy"], result.model_uri   # doctest: +SKIP
     """
-    return _execute(flow, params, show_output, _RunState(current_workspace()))
+    state = _RunState(current_workspace())
+    _prepare_store(state.workspace)
+    return _execute(flow, params, show_output, state)
 
 
 def run_async(flow: Any, *, show_output: bool = False, **params: Any) -> FlowRun:
     """Start a tracked flow in the background and return a :class:`FlowRun` handle at once."""
     state = _RunState(current_workspace())
     flow_file = _flow_file(flow, state.workspace)  # resolve the cell now, in the caller's thread
+    _prepare_store(state.workspace)
     future: concurrent.futures.Future[RunResult] = concurrent.futures.Future()
 
     def target() -> None:
@@ -191,8 +195,12 @@ def _execute(flow: Any, params: Mapping[str, Any], show_output: bool, state: _Ru
         runner = Runner(str(flow_file.path), show_output=show_output, env=env, cwd=str(ws.project_dir))
         with runner:
             # Metaflow's command line (which the Runner drives) spells parameters in lower case.
-            executing = runner.run(**{name.lower().replace("-", "_"): value for name, value in params.items()})
-            state.pathspec = executing.run.pathspec
+            cli_params = {name.lower().replace("-", "_"): value for name, value in params.items()}
+            if _loop_running():
+                executing = runner.run(**cli_params)
+                state.pathspec = executing.run.pathspec
+            else:  # the pathspec is known as soon as the run starts, for live views
+                executing = asyncio.run(_start(runner, cli_params, state))
             status = executing.status
             output = (executing.stdout or "") + (executing.stderr or "")
     except FlowError:
@@ -204,6 +212,34 @@ def _execute(flow: Any, params: Mapping[str, Any], show_output: bool, state: _Ru
         ) from exc
     duration = time.monotonic() - started
     return _collect(ws, state, status, output, duration)
+
+
+def _prepare_store(ws: Workspace) -> None:
+    """Create the embedded store's tables before any step or live view opens it.
+
+    Q: Why here?
+    A: On a fresh workspace, the start step and a live view would otherwise
+       both find an empty sqlite file and race to create MLflow's tables.
+    """
+    if ws.embedded:
+        from ..tracking._client import client_for
+
+        client_for(ws).search_experiments(max_results=1)
+
+
+async def _start(runner: Any, params: Mapping[str, Any], state: _RunState) -> Any:
+    executing = await runner.async_run(**params)
+    state.pathspec = executing.run.pathspec
+    await executing.wait()
+    return executing
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _collect(ws: Workspace, state: _RunState, status: str, output: str, duration: float) -> RunResult:

@@ -31,6 +31,7 @@ from ._registry import (
     set_alias,
     swap_champion,
 )
+from ._listing import VersionInfo, model_names, model_versions
 
 __all__ = [
     "CHALLENGER",
@@ -38,8 +39,11 @@ __all__ = [
     "PREVIOUS",
     "ModelVersionRef",
     "SwapResult",
+    "VersionInfo",
     "alias_tag",
     "champion",
+    "model_names",
+    "model_versions",
     "parse_ref",
     "register",
     "remove_alias",
