@@ -88,13 +88,15 @@ def parse_model_spec(spec: str) -> tuple[str, str | None, str | None]:
 
 
 def registry_client() -> Any:
-    """An ``MlflowClient`` bound to the current workspace's tracking and registry URIs."""
-    from mlflow.tracking import MlflowClient
+    """An ``MlflowClient`` bound to the current workspace's tracking and registry URIs.
 
+    MLflow's fluent API is pointed at the same store, since downloads of
+    ``models:/`` URIs resolve through it.
+    """
     from .._core.workspace import current_workspace
+    from ..tracking._client import client_for
 
-    ws = current_workspace()
-    return MlflowClient(tracking_uri=ws.tracking_uri, registry_uri=ws.registry_uri)
+    return client_for(current_workspace())
 
 
 def resolve_model_version(model_version: Any, client: Any = None) -> ModelSource:
