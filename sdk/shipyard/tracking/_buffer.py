@@ -37,14 +37,13 @@ _PERMANENT_CODES = frozenset({"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIS
 
 @dataclass(frozen=True)
 class FlushResult:
-    """What a flush achieved: points sent now, and batches left on disk for later."""
+    """What a flush achieved: points sent now, and batches left on disk for later.
+
+    After a flush nothing is only in memory: every point is sent or spooled.
+    """
 
     sent: int
     spooled_batches: int
-
-    @property
-    def durable(self) -> bool:
-        return True  # sent or on disk; nothing is only in memory after a flush
 
 
 class Spool:
