@@ -9,6 +9,7 @@ Layout of ``<project>/.shipyard/``::
     bundles/           handoff bundles, one folder per model version
     promotions/        persisted promotion state, one file per promotion
     spool/             metric batches that could not reach the tracker yet
+    live/              a copy of the points of runs in progress, for live charts
     locks/             inter-process locks
     audit.jsonl        append-only audit log of every state change that matters
 """
@@ -84,6 +85,10 @@ class Workspace:
     @property
     def spool_dir(self) -> Path:
         return self.root / "spool"
+
+    @property
+    def live_dir(self) -> Path:
+        return self.root / "live"
 
     @property
     def locks_dir(self) -> Path:

@@ -16,7 +16,7 @@ from .._core.errors import TrackingUnavailable
 from .._core.workspace import Workspace, current_workspace
 from ._context import ActiveRun, as_number, attach, check_name, current, current_or_none, detach
 from ._datasets import DatasetInfo, log_dataset
-from ._history import MetricHistory, MetricPoint, metric_history
+from ._history import MetricFollower, MetricHistory, MetricPoint, metric_history
 from ._models import LoggedModel, log_model
 from ._runs import create_run, finish_run
 
@@ -24,6 +24,9 @@ __all__ = [
     "ActiveRun",
     "DatasetInfo",
     "LoggedModel",
+    "MetricFollower",
+    "MetricHistory",
+    "MetricPoint",
     "active_run_id",
     "flush",
     "log_dataset",

@@ -29,6 +29,8 @@ from .._core.errors import TrackingError
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
+    from ._live import LiveLog
+
 Point = tuple[str, float, int, int]  # key, value, timestamp (ms), step
 
 # MLflow answers these for data it will never accept: retrying cannot help.
@@ -141,6 +143,7 @@ class MetricBuffer:
         spool_dir: workspace folder for batches that could not be sent.
         flush_interval: seconds between background flushes.
         batch_size: points per ``log_batch`` call (≤ 1000).
+        live: where a copy of every point goes as it leaves memory, for live views (see :mod:`._live`).
     """
 
     def __init__(
@@ -151,6 +154,7 @@ class MetricBuffer:
         *,
         flush_interval: float = 0.2,
         batch_size: int = 1000,
+        live: LiveLog | None = None,
     ) -> None:
         self._client_factory = client_factory
         self._client: MlflowClient | None = None
@@ -159,6 +163,7 @@ class MetricBuffer:
         self.spool = Spool(spool_dir / run_id)
         self.flush_interval = flush_interval
         self.batch_size = batch_size
+        self.live = live
         self._points: collections.deque[Point] = collections.deque()
         self._params: collections.deque[tuple[str, str]] = collections.deque()
         self._tags: collections.deque[tuple[str, str]] = collections.deque()
@@ -215,6 +220,8 @@ class MetricBuffer:
         points = [self._points.popleft() for _ in range(min(self.batch_size, len(self._points)))]
         params = [self._params.popleft() for _ in range(min(100, len(self._params)))]
         tags = [self._tags.popleft() for _ in range(min(100, len(self._tags)))]
+        if self.live is not None:  # leaving memory: sent or spooled next, so the copy is never ahead of the record
+            self.live.write(points)
         return points, params, tags
 
     def _drain(self) -> int:
@@ -273,4 +280,6 @@ class MetricBuffer:
             self._closed = True
             self._wake.set()
             self._thread.join(timeout=5)
+            if self.live is not None:
+                self.live.close()
 

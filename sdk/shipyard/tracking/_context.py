@@ -55,6 +55,7 @@ def attach(ws: Workspace, run_id: str) -> ActiveRun:
     """Make ``run_id`` the active run of this context and the process default."""
     global _process_default
     from ._client import client_for
+    from ._live import LiveLog
 
     buffer = MetricBuffer(
         lambda: client_for(ws),
@@ -62,6 +63,7 @@ def attach(ws: Workspace, run_id: str) -> ActiveRun:
         ws.spool_dir,
         flush_interval=ws.settings.flush_interval,
         batch_size=ws.settings.batch_size,
+        live=LiveLog(ws.live_dir / run_id),
     )
     run = ActiveRun(run_id, ws, buffer)
     _active.set(run)

@@ -86,10 +86,13 @@ def find_flow_run(ws: Workspace, pathspec: str) -> str | None:
 def finish_run(ws: Workspace, run_id: str, status: str) -> None:
     from mlflow.exceptions import MlflowException
 
+    from . import _live
+
     try:
         client_for(ws).set_terminated(run_id, status)
     except MlflowException as exc:  # the run's data is safe; only its end state is missing
         raise tracking_error(ws, exc) from exc
+    _live.remove(ws.live_dir, run_id)
 
 
 def _git_tags(path: Path) -> dict[str, str]:

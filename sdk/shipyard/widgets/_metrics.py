@@ -64,6 +64,7 @@ class MetricsView(widgets.VBox):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._fingerprint: Any = None
+        self._follower: Any = None
         self.on_done: list[Any] = []
 
     def __repr__(self) -> str:
@@ -216,10 +217,11 @@ class MetricsView(widgets.VBox):
             return
         if png:
             self._image.value = png
-        if header.get("run_id"):
-            self.run_id, self.status, self.points = header["run_id"], header["status"], header["points"]
-            self._fingerprint = None  # a later in-kernel draw must not be skipped as "unchanged"
-        self.renders += 1
+        with self.hold_sync():  # one state message per frame, not one per trait
+            if header.get("run_id"):
+                self.run_id, self.status, self.points = header["run_id"], header["status"], header["points"]
+                self._fingerprint = None  # a later in-kernel draw must not be skipped as "unchanged"
+            self.renders += 1
         status = header.get("status") or ""
         self._caption.value = (
             f'<span class="shipyard-metrics-status" data-status="{_esc(status.lower())}">'
@@ -261,10 +263,13 @@ class MetricsView(widgets.VBox):
 
     def _poll(self, run_id: str, note: str) -> bool:
         """Draw the run's metrics if they changed; True when the run has ended."""
-        from ..tracking import metric_history
+        from ..tracking import MetricFollower
 
+        follower = self._follower
+        if follower is None or follower.run_id != run_id:
+            follower = self._follower = MetricFollower(run_id, workspace=self._workspace)
         try:
-            history = metric_history(run_id, workspace=self._workspace)
+            history = follower.read()
         except Exception as exc:
             self._caption.value = f'<span class="shipyard-error">Could not read metrics: {_esc(exc)}</span>'
             return False
@@ -293,9 +298,10 @@ class MetricsView(widgets.VBox):
             png = self._chart.render(history, note)
             self._fingerprint = fingerprint
         self._image.value = png
-        if history is not None:
-            self.run_id, self.status, self.points = history.run_id, history.status, history.points
-        self.renders += 1
+        with self.hold_sync():
+            if history is not None:
+                self.run_id, self.status, self.points = history.run_id, history.status, history.points
+            self.renders += 1
         self._caption.value = _caption(history, note)
 
 

@@ -46,9 +46,12 @@ def _command(stdin: BinaryIO, timeout: float) -> dict[str, Any] | None:
     return json.loads(line)
 
 
+_followers: dict[str, Any] = {}  # run id → its MetricFollower: following a run again reads only what is new
+
+
 def follow(command: dict[str, Any], stdin: BinaryIO, out: BinaryIO, chart: Any) -> None:
     """Send a frame whenever the run's metrics or status change, until it ends, a stop, or ``max_seconds``."""
-    from ..tracking import metric_history
+    from ..tracking import MetricFollower, metric_history
 
     run_id: str | None = command.get("follow")
     since_ms = int(command.get("since_ms") or 0)
@@ -68,8 +71,10 @@ def follow(command: dict[str, Any], stdin: BinaryIO, out: BinaryIO, chart: Any) 
                         _frame(out, {"run_id": None, "status": "", "points": 0}, chart.render(None, "starting …"))
                         last = "waiting"
                 else:
-                    history = metric_history(run_id)
-                    assert history is not None
+                    if run_id not in _followers:
+                        _followers.clear()
+                        _followers[run_id] = MetricFollower(run_id)
+                    history = _followers[run_id].read()
                     fingerprint = history.fingerprint()
                     if fingerprint != last:
                         header = {"run_id": history.run_id, "status": history.status, "points": history.points,
@@ -94,7 +99,7 @@ def main() -> int:
 
     stdin, out = sys.stdin.buffer, sys.stdout.buffer
     chart = MetricsChart()
-    chart.render(None, "")  # fonts and the canvas are loaded before the first real frame is due
+    chart.warm_up()  # fonts, figures and ticks are made before a run's first frame is due
     with contextlib.suppress(Exception):  # MLflow and the store are opened before a run needs them
         from ..tracking import metric_history
 
