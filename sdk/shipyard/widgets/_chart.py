@@ -13,7 +13,7 @@ A: Text is what costs in a matplotlib frame (tick labels and titles: about four
    twice the steps so far, y a quarter of the range beyond the data), so a panel's
    axes are drawn again only when a line leaves them: a few times per run, and
    only for that panel. The last frame of a run is drawn in full, fitted tightly.
-   Measured in the worker: about 3 ms for a frame, 10 ms when one panel's axes move.
+   Measured: about 1.5 ms for a frame (encoding included), 10–15 ms when one panel's axes move.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""The live metrics view: a chart of one run's metrics, redrawn from MLflow while the run goes on.
+"""The live metrics view: a chart of one run's metrics, redrawn while the run goes on.
 
-While a run is followed, a worker process (:mod:`._render_worker`) polls the
-tracker once per ``interval`` and renders a PNG only when a point was added or
+While a run is followed, a worker process (:mod:`._render_worker`) reads the
+points added since its last look once per ``interval``
+(:class:`~shipyard.tracking.MetricFollower`) and renders a PNG only when a point was added or
 the status changed; a daemon thread in the kernel copies each frame into the
 widget. The kernel stays free, and a training loop in the kernel keeps its
 interpreter to itself. ``isolated=False`` does the polling and drawing on the

@@ -1,11 +1,11 @@
-"""The live chart's worker process: polls MLflow for a run's metrics and renders PNG frames.
+"""The live chart's worker process: reads a run's new points once per interval and renders PNG frames.
 
 Q: Why a separate process?
-A: Reading a growing metric history and drawing it with matplotlib costs tens
-   of milliseconds of Python per second. In the kernel, that time is taken
-   from a training loop under the same interpreter lock (measured: a loop in a
-   notebook cell ran 17 % slower). In a worker it runs beside the kernel; the
-   kernel only copies finished PNG frames into the widget. The worker is
+A: Reading new points and drawing them with matplotlib still costs a few
+   milliseconds of Python per second (tens when axes move). In the kernel that
+   time is taken from a training loop under the same interpreter lock; in a
+   worker it runs beside the kernel, and the kernel only copies finished PNG
+   frames into the widget. The worker is
    started (and its imports done) when the panel opens, not when a run starts,
    and runs at a low CPU priority, so on a busy machine the training comes first.
 
