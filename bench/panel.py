@@ -100,7 +100,7 @@ def train(data: tuple[Any, Any, Any, Any], pairs: int, epochs: int, *, in_kernel
             for i in range(pairs):
                 for kind in ("without", "with") if i % 2 == 0 else ("with", "without"):
                     if kind == "without":
-                        with _paused(panel.metrics):
+                        with _paused(panel.metrics, run.run_id):
                             result["without"].append(segment())
                         continue
                     renders, cpu, first = panel.metrics.renders, _cpu_seconds(panel.metrics), len(frames)
@@ -116,7 +116,7 @@ def train(data: tuple[Any, Any, Any, Any], pairs: int, epochs: int, *, in_kernel
 
 
 @contextlib.contextmanager
-def _paused(view: Any) -> Iterator[None]:
+def _paused(view: Any, run_id: str) -> Iterator[None]:
     """No live updates for the block: the render worker is stopped (SIGSTOP), or the in-kernel poller stopped.
 
     The worker keeps what it has read and drawn; when it continues it catches
@@ -130,7 +130,6 @@ def _paused(view: Any) -> Iterator[None]:
         finally:
             os.kill(view._worker.pid, signal.SIGCONT)
     else:
-        run_id = view.run_id
         view.stop()
         try:
             yield
