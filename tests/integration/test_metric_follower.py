@@ -56,10 +56,37 @@ def test_a_run_without_a_live_log_is_paged_from_mlflow_without_rereading_it(work
                 assert follower.read().metrics == metric_history(run.run_id).metrics, step
                 queries.append(follower.queries - before)
         # a point with an old timestamp lands in a page already read: the metric is read again
+        shipyard.flush()
         mlflow_client.log_batch(run.run_id, metrics=[Metric("val/accuracy", 0.5, 1000, 2)])
         assert follower.read().metrics == metric_history(run.run_id).metrics
     # a poll costs a get_run plus, per metric, the last page and the pages added since: not the whole history
     assert max(queries[2:]) <= 1 + 2 * 4, queries
+
+
+def test_a_run_on_a_tracking_server_is_paged_over_rest(project, server) -> None:
+    """The paged reads go through a real `mlflow server` (its REST API) when the team shares one."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    shipyard.init(project_dir=project, tracking_uri=server.uri)
+    client = MlflowClient(tracking_uri=server.uri)
+    with shipyard.start_run("follow-remote") as run:
+        follower = MetricFollower(run.run_id)
+        follower._tail = False  # as seen from a machine the run does not log on
+        follower.page_size = 9
+        for step in range(60):
+            _log(step)
+            if step % 11 == 0:
+                shipyard.flush()
+                assert follower.read().metrics == metric_history(run.run_id).metrics, step
+        client.log_batch(run.run_id, metrics=[Metric("train/loss", 0.25, 1000, 1)])  # late, in an old page
+        shipyard.flush()
+        assert follower.read().metrics == metric_history(run.run_id).metrics
+    final = follower.read()
+    assert final.status == "FINISHED" and final.points == 121
+    assert sorted((p.step, p.value) for p in client.get_metric_history(run.run_id, "train/loss")) == [
+        (p.step, p.value) for p in final.metrics["train/loss"]
+    ]
 
 
 def test_an_unknown_run_raises_a_tracking_error(workspace) -> None:
