@@ -215,8 +215,8 @@ def test_container_serves_with_parity_and_records_gates(
     assert result.latency_p95_ms > 0
     assert result.metadata["lineage"]["shipyard.metaflow.pathspec"] == "TrainFlow/42"
     assert result.metadata["model"]["version"] == iris_model.version
-    # Through shipyard.gates when it offers attach_results, else as tags; the version tags exist either way.
-    assert result.recorded_via in {"gates", "tags"}
+    # Attached through shipyard.gates.attach_results: the report and the version tags carry the verdicts.
+    assert result.recorded_via == "gates"
     tags = MlflowClient(ws.tracking_uri, ws.registry_uri).get_model_version("iris", iris_model.version).tags
     assert tags["shipyard.gate.parity"] == "pass"
     assert tags["shipyard.gate.latency"] == "pass"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from .._core.lazy import lazy_attributes
 
-_LAZY: dict[str, str] = {"smoke": ".image_smoke", "SmokeResult": ".image_smoke", "GateVerdict": ".image_smoke"}
+_LAZY: dict[str, str] = {"smoke": ".image_smoke", "SmokeResult": ".image_smoke"}
 
 __all__ = sorted(_LAZY)
 
@@ -23,4 +23,4 @@ __getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 
 if TYPE_CHECKING:
-    from .image_smoke import GateVerdict, SmokeResult, smoke
+    from .image_smoke import SmokeResult, smoke

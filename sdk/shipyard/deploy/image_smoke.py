@@ -18,10 +18,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .._core import audit
 from .._core.errors import DeployError
+
+if TYPE_CHECKING:
+    from ..gates import GateResult
 
 CONTAINER_PORT = 3000
 MIN_HOLDOUT_ROWS = 100
@@ -30,18 +32,6 @@ LATENCY_REQUESTS = 40
 READY_TIMEOUT_S = 60.0
 REQUEST_TIMEOUT_S = 30.0
 FLOAT_RTOL = 1e-9
-
-
-@dataclass(frozen=True)
-class GateVerdict:
-    """A gate result as smoke computes it (mirrors ``shipyard.gates.GateResult``)."""
-
-    name: str
-    status: str
-    value: float | None
-    threshold: float | None
-    message: str
-    blocking: bool = True
 
 
 @dataclass(frozen=True)
@@ -61,7 +51,7 @@ class SmokeResult:
         latency_p95_ms: 95th percentile latency of single-row requests.
         metadata: the service's ``/metadata`` answer.
         gates: the ``parity`` and ``latency`` verdicts.
-        recorded_via: ``"gates"`` when attached through ``shipyard.gates``, ``"tags"`` otherwise.
+        recorded_via: ``"gates"`` once attached through ``shipyard.gates.attach_results``; ``""`` with ``record=False``.
     """
 
     image: str
@@ -75,7 +65,7 @@ class SmokeResult:
     latency_p50_ms: float
     latency_p95_ms: float
     metadata: dict[str, Any] = field(default_factory=dict)
-    gates: list[GateVerdict] = field(default_factory=list)
+    gates: list[GateResult] = field(default_factory=list)
     recorded_via: str = ""
 
     @property
@@ -195,9 +185,11 @@ def smoke(
     if mismatches == 0 and len(holdout_frame) < MIN_HOLDOUT_ROWS:
         parity_status = "warn"
         parity_msg += f"; fewer than {MIN_HOLDOUT_ROWS} holdout rows"
+    from ..gates import GateResult
+
     gates = [
-        GateVerdict("parity", parity_status, float(mismatches), 0.0, parity_msg),
-        GateVerdict(
+        GateResult("parity", parity_status, float(mismatches), 0.0, parity_msg),
+        GateResult(
             "latency",
             "pass" if p95 <= latency_p95_ms else "fail",
             round(p95, 3),
@@ -420,42 +412,12 @@ class _Http:
         return json.loads(payload)
 
 
-def _record(source: Any, gates: list[GateVerdict], image: str) -> str:
-    """Attach the verdicts through ``shipyard.gates`` when it offers ``attach_results``, else as tags."""
-    try:
-        from ..gates import GateResult, attach_results  # type: ignore[attr-defined]
-    except (ImportError, AttributeError):
-        attach_results = None
-    if attach_results is not None:
-        results = [
-            GateResult(
-                name=g.name,
-                status=g.status,
-                value=g.value,
-                threshold=g.threshold,
-                message=g.message,
-                blocking=g.blocking,
-            )
-            for g in gates
-        ]
-        attach_results(source.uri, results, source="smoke")
-        return "gates"
-    from ..packaging.model_source import registry_client
+def _record(source: Any, gates: list[GateResult], image: str) -> str:
+    """Attach the verdicts to the model version's gate report (tags, report and audit log follow)."""
+    from ..gates import attach_results
 
-    client = registry_client()
-    for g in gates:
-        client.set_model_version_tag(source.name, source.version, f"shipyard.gate.{g.name}", g.status)
-        client.set_model_version_tag(
-            source.name, source.version, f"shipyard.gate.{g.name}.detail", f"{g.message}; image {image}"[:5000]
-        )
-    audit.append(
-        "gate.smoke",
-        model=source.name,
-        version=source.version,
-        image=image,
-        results={g.name: {"status": g.status, "value": g.value, "threshold": g.threshold} for g in gates},
-    )
-    return "tags"
+    attach_results(source.uri, gates, source="smoke")
+    return "gates"
 
 
-__all__ = ["GateVerdict", "SmokeResult", "smoke"]
+__all__ = ["SmokeResult", "smoke"]
