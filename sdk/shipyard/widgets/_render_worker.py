@@ -46,11 +46,12 @@ def _command(stdin: BinaryIO, timeout: float) -> dict[str, Any] | None:
     return json.loads(line)
 
 
-_followers: dict[str, Any] = {}  # run id → its MetricFollower: following a run again reads only what is new
+_follower: Any = None  # the last run's MetricFollower: following that run again reads only what is new
 
 
 def follow(command: dict[str, Any], stdin: BinaryIO, out: BinaryIO, chart: Any) -> None:
     """Send a frame whenever the run's metrics or status change, until it ends, a stop, or ``max_seconds``."""
+    global _follower
     from ..tracking import MetricFollower, metric_history
 
     run_id: str | None = command.get("follow")
@@ -71,10 +72,9 @@ def follow(command: dict[str, Any], stdin: BinaryIO, out: BinaryIO, chart: Any) 
                         _frame(out, {"run_id": None, "status": "", "points": 0}, chart.render(None, "starting …"))
                         last = "waiting"
                 else:
-                    if run_id not in _followers:
-                        _followers.clear()
-                        _followers[run_id] = MetricFollower(run_id)
-                    history = _followers[run_id].read()
+                    if _follower is None or _follower.run_id != run_id:
+                        _follower = MetricFollower(run_id)
+                    history = _follower.read()
                     fingerprint = history.fingerprint()
                     if fingerprint != last:
                         header = {"run_id": history.run_id, "status": history.status, "points": history.points,
