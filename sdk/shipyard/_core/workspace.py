@@ -6,8 +6,8 @@ Layout of ``<project>/.shipyard/``::
     artifacts/         MLflow artifact root
     metaflow/          Metaflow's local datastore and metadata (``.metaflow`` inside)
     bentoml/           BentoML home (bentos and models)
-    bundles/           handoff bundles, one folder per model version
-    promotions/        persisted promotion state, one file per promotion
+    bundles/<slug>/<version>/   handoff bundles, one folder per model version
+    promotions/<slug>/*.json    persisted promotion state, one file per promotion
     spool/             metric batches that could not reach the tracker yet
     live/              a copy of the points of runs in progress, for live charts
     locks/             inter-process locks
@@ -17,7 +17,9 @@ Layout of ``<project>/.shipyard/``::
 from __future__ import annotations
 
 import getpass
+import hashlib
 import os
+import re
 import threading
 import urllib.error
 import urllib.request
@@ -27,6 +29,22 @@ from typing import Any
 
 from .config import Settings, find_project_dir, load_settings
 from .errors import ConfigError, TrackingUnavailable
+
+
+def slug(name: str) -> str:
+    """The one rule that turns a model name into a name for folders, locks, bentos, images and Kubernetes.
+
+    Lower-case letters, digits and ``-`` (valid as a BentoML name, an image
+    repository and a Kubernetes DNS label). A name that is not already of
+    that form gets six hex digits of its hash, so "Iris Model" and
+    "iris-model" never share a folder.
+
+    Example:
+        >>> slug("breast-cancer"), slug("Iris Model")
+        ('breast-cancer', 'iris-model-9c8e6c')
+    """
+    base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40].strip("-") or "model"
+    return base if base == name else f"{base}-{hashlib.sha256(name.encode()).hexdigest()[:6]}"
 
 
 @dataclass(frozen=True)
@@ -97,6 +115,22 @@ class Workspace:
     @property
     def audit_log(self) -> Path:
         return self.root / "audit.jsonl"
+
+    def model_bundles(self, model: str) -> Path:
+        """Folder of every handoff bundle of ``model`` (and its ``current`` link)."""
+        return self.bundles_dir / slug(model)
+
+    def bundle_dir(self, model: str, version: str) -> Path:
+        """The handoff bundle of one model version."""
+        return self.model_bundles(model) / str(version)
+
+    def model_promotions(self, model: str) -> Path:
+        """Folder of the persisted state of every promotion of ``model``."""
+        return self.promotions_dir / slug(model)
+
+    def lock_path(self, kind: str, model: str) -> Path:
+        """The inter-process lock of one kind of work on ``model`` (``promote``, ``registry``, ``bento``)."""
+        return self.locks_dir / f"{kind}-{slug(model)}.lock"
 
     @property
     def author(self) -> str:
