@@ -2,7 +2,13 @@
 
 This module is a thin, lazy facade: ``import shipyard`` loads none of
 MLflow, Metaflow, BentoML, Docker, ipywidgets or matplotlib. Each public name
-is imported from its layer on first use (PEP 562 ``__getattr__``).
+is imported from its layer on first use (PEP 562 ``__getattr__``); only the
+error tree and ``__version__``, which import nothing, are loaded at once.
+
+The public names are listed once each: the errors in
+``shipyard._core.errors.__all__``, every other name in ``_LAZY`` below (with
+its ``TYPE_CHECKING`` mirror for type checkers). ``__all__`` is built from
+both, and ``tests/unit/test_exported_members.py`` pins the result.
 
 Example:
     >>> import shipyard
@@ -15,31 +21,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._core.errors import (
-    BaseImageMissing,
-    ConfigError,
-    DeployError,
-    DockerUnavailable,
-    FlowError,
-    FlowFailed,
-    GateError,
-    GateFailed,
-    InvalidMetric,
-    MissingDependency,
-    ModelNotFound,
-    NoActiveRun,
-    OverrideRefused,
-    PackagingError,
-    PromotionError,
-    RegistryError,
-    ShipyardError,
-    TrackingError,
-    TrackingUnavailable,
-)
-
+from ._core import errors as _errors
+from ._core.errors import *  # noqa: F403 - the error tree is cheap, and errors.__all__ is its one list of names
 from ._core.lazy import lazy_attributes
-
-__version__ = "0.1.0"
+from ._core.version import __version__
 
 # public name -> module that defines it (relative to this package)
 _LAZY: dict[str, str] = {
@@ -48,6 +33,9 @@ _LAZY: dict[str, str] = {
     "Workspace": "._core.workspace",
     "current_workspace": "._core.workspace",
     "Settings": "._core.config",
+    # how a model version is named, and where it came from
+    "ModelRef": "._core.refs",
+    "Lineage": "._core.lineage",
     # tracking
     "start_run": ".tracking",
     "log_metric": ".tracking",
@@ -59,6 +47,9 @@ _LAZY: dict[str, str] = {
     "sync": ".tracking",
     "active_run_id": ".tracking",
     "metric_history": ".tracking",
+    "runs": ".tracking",
+    "get_run": ".tracking",
+    "TrackedRun": ".tracking",
     "model_versions": ".registry",
     # the JupyterLab panel
     "panel": ".widgets",
@@ -88,31 +79,7 @@ _LAZY: dict[str, str] = {
 
 _SUBMODULES = frozenset({"tracking", "flows", "cli", "gates", "registry", "packaging", "deploy", "promotion", "widgets"})
 
-__all__ = sorted(
-    [
-        *_LAZY,
-        "BaseImageMissing",
-        "ConfigError",
-        "DeployError",
-        "DockerUnavailable",
-        "FlowError",
-        "FlowFailed",
-        "GateError",
-        "GateFailed",
-        "InvalidMetric",
-        "MissingDependency",
-        "ModelNotFound",
-        "NoActiveRun",
-        "OverrideRefused",
-        "PackagingError",
-        "PromotionError",
-        "RegistryError",
-        "ShipyardError",
-        "TrackingError",
-        "TrackingUnavailable",
-        "__version__",
-    ]
-)
+__all__ = sorted([*_LAZY, *_errors.__all__, "__version__"])
 
 
 __getattr__, __dir__ = lazy_attributes(__name__, _LAZY, _SUBMODULES)
@@ -120,24 +87,29 @@ __getattr__, __dir__ = lazy_attributes(__name__, _LAZY, _SUBMODULES)
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; the map above is what runs
     from ._core.config import Settings
+    from ._core.lineage import Lineage
+    from ._core.refs import ModelRef
     from ._core.workspace import Workspace, current_workspace, init
     from ._interactive import run
-    from .flows import FlowRun, RunResult, run_async, track
     from .deploy import smoke
+    from .flows import FlowRun, RunResult, run_async, track
     from .gates import GateReport, check, gate
     from .packaging import build_base_image, package
     from .promotion import Promotion, approve, promote, reject, retire, review, rollback
     from .registry import model_versions
-    from .tracking import metric_history
-    from .widgets import panel
     from .tracking import (
+        TrackedRun,
         active_run_id,
         flush,
+        get_run,
         log_dataset,
         log_metric,
         log_metrics,
         log_model,
         log_params,
+        metric_history,
+        runs,
         start_run,
         sync,
     )
+    from .widgets import panel

@@ -12,6 +12,7 @@ from typing import Any
 from .flows import RunResult
 from .flows import run as _run_flow
 from .flows import run_async
+from .widgets import follow_in_notebook  # cheap: declines outside a kernel, draws only inside one
 
 
 def run(flow: Any, *, show_output: bool = False, live: bool = True, **params: Any) -> RunResult:
@@ -35,8 +36,6 @@ def run(flow: Any, *, show_output: bool = False, live: bool = True, **params: An
         >>> result.metrics["accuracy"], result.model_uri   # doctest: +SKIP
     """
     if live:
-        from .widgets._hook import follow_in_notebook  # cheap: declines outside a kernel
-
         result = follow_in_notebook(lambda: run_async(flow, show_output=show_output, **params))
         if result is not None:
             return result

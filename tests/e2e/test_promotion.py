@@ -15,7 +15,7 @@ import shipyard
 from shipyard._core import audit
 from shipyard._core.workspace import reset_workspace
 from tests.conftest import free_port
-from tests.docker_support import docker_engine, docker_inspect  # noqa: F401  (fixture)
+from tests.docker_support import docker_cli, docker_engine, docker_inspect  # noqa: F401  (fixture)
 from tests.registry_support import local_registry  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -62,9 +62,20 @@ def test_quickstart_run_is_promoted_in_one_call(quickstart, ws, local_registry) 
     import yaml
     from mlflow.tracking import MlflowClient
 
+    import mlflow
+
     _, _, run_id = quickstart
+    users_own = f"sqlite:///{ws.project_dir / 'my-own-experiments.db'}"
+    mlflow.set_tracking_uri(users_own)
+    mlflow.set_registry_uri(users_own)
     events = []
-    promotion = shipyard.promote(run_id, model_name=QUICKSTART_MODEL, progress=events.append)
+    try:
+        promotion = shipyard.promote(run_id, model_name=QUICKSTART_MODEL, progress=events.append)
+        # shipyard passes its URIs explicitly: the user's own MLflow calls still go where they said
+        assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == (users_own, users_own)
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
     assert promotion.status == "completed"
     assert [s.name for s in promotion.stages][-1] == "aliases"
     assert {e.state for e in events} == {"started", "done"}
@@ -133,6 +144,72 @@ def test_sigkill_at_every_stage_boundary_leaves_aliases_and_resumes(ws, tmp_path
     assert [s.reused for s in promotion.stages] == [True] * (len(STAGES) - 1) + [False]
 
 
+def test_a_deleted_image_reruns_every_stage_after_it_and_the_bundle_pins_the_new_digest(ws, docker_engine) -> None:  # noqa: F811
+    import yaml
+
+    model = "iris-rebuild"
+    run_id = candidate(ws, 1.0)
+    first = shipyard.promote(run_id, model_name=model)
+    old_image = json.loads((first.bundle_path / "handoff.json").read_text())["image"]["image_id"]
+    docker_engine.images.remove(old_image, force=True)
+
+    again = shipyard.promote(run_id, model_name=model)
+    assert again.status == "completed"
+    assert [s.name for s in again.stages if s.reused] == ["gates", "register", "bento"]
+    assert [s.name for s in again.stages if not s.reused] == [
+        "image", "smoke", "push", "approval", "bundle", "gitops", "aliases",
+    ]
+    assert again.image_digest != first.image_digest
+    handoff = json.loads((again.bundle_path / "handoff.json").read_text())
+    assert handoff["image"]["digest"] == again.image_digest and handoff["image"]["image_id"] != old_image
+    deployment = yaml.safe_load((again.bundle_path / "k8s" / "deployment.yaml").read_text())
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith("@" + again.image_digest)
+    smoke_of_new = [r for r in audit.read(workspace=ws, event="gate.attach") if r.get("model") == model]
+    assert len(smoke_of_new) == 2  # the rebuilt image was smoke-tested, not trusted on the old verdict
+
+
+def _promotion_containers(key: str) -> list[str]:
+    """Containers (running or not) labelled as started by promotion ``key``, asked of Docker as a separate process."""
+    out = subprocess.run(
+        [docker_cli(), "ps", "--all", "--quiet", "--filter", f"label=shipyard.promotion={key}"],
+        capture_output=True, text=True, check=True,
+    )
+    return out.stdout.split()
+
+
+def test_sigkill_during_smoke_leaves_no_container_and_no_holder_after_resume(ws, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from shipyard._core.workspace import slug
+
+    model = "iris-smoke-kill"
+    run_id = candidate(ws, 1.0)
+    key = f"{slug(model)}/run-{run_id}"
+    script, log = tmp_path / "promote.py", tmp_path / "events.log"
+    script.write_text(KILLER)
+    env = {**os.environ, "SHIPYARD_PROJECT_DIR": str(ws.project_dir), "SHIPYARD_OCI_REGISTRY": ws.settings.oci_registry}
+    proc = subprocess.Popen([sys.executable, str(script), run_id, model, "never", str(log)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 600
+        while not _promotion_containers(key):
+            assert proc.poll() is None, "the promotion ended before its smoke container started"
+            assert time.monotonic() < deadline, "no smoke container appeared"
+            time.sleep(0.2)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert "smoke started" in log.read_text() and "smoke done" not in log.read_text()
+    assert _promotion_containers(key), "the killed promotion left no container: the test proves nothing"
+    assert list(ws.locks_dir.glob("*.holder")), "a killed holder cannot remove its note"
+
+    promotion = shipyard.promote(run_id, model_name=model)
+    assert promotion.status == "completed"
+    assert _promotion_containers(key) == []
+    assert list(ws.locks_dir.glob("*.holder")) == []
+
+
 def test_two_promotions_at_once_end_with_one_champion(ws) -> None:
     model = "iris-race"
     run_id = candidate(ws, 0.8)
@@ -199,6 +276,18 @@ def test_rollback_restores_the_first_champion_and_its_bundle(ws, tmp_path: Path)
     for text in (first.image_digest, f"diff against champion v{second.version}", "lineage", "source_sha256",
                  "size_bytes", "requirements"):
         assert text in review.stdout, text
+
+    from shipyard.deploy import handoff as handoff_module
+
+    def broken_write(spec, directory):
+        raise OSError("disk full")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(handoff_module, "write_bundle", broken_write)
+        with pytest.raises(OSError, match="disk full"):
+            shipyard.rollback(model, reason="latency regression in production")
+    assert _aliases(ws, model) == {"champion": second.version, "previous": first.version}  # nothing moved
+    assert second.image_digest in _git(repo, "show", f"HEAD:{deployed}")
 
     swap = shipyard.rollback(model, reason="latency regression in production")
     assert swap.champion.version == first.version

@@ -509,3 +509,14 @@ def test_cli_commands(ws: Any, iris_package: Any, iris_model: RegisteredModel) -
     smoked = runner.invoke(cli, ["smoke", iris_package.image.tag, "--no-record"])
     assert smoked.exit_code == 0, smoked.output
     assert "gate parity: pass" in smoked.output
+
+
+def test_a_built_bento_reads_back_whole_without_a_rebuild(iris_package: Any) -> None:
+    from shipyard.packaging import load_bento
+
+    built = iris_package.bento
+    again = load_bento(built.path)
+    assert (again.tag, again.path, again.python) == (built.tag, built.path, built.python)
+    assert again.lineage == built.lineage and again.labels == built.labels
+    assert again.requirements == built.requirements
+    assert again.model_sha256 == built.model_sha256

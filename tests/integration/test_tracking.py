@@ -79,11 +79,9 @@ def test_dataset_of_an_unsupported_type_is_a_tracking_error(workspace) -> None:
 
 
 def _logged(workspace, model, example):
-    import mlflow.pyfunc
-
     with shipyard.start_run("models"):
         logged = shipyard.log_model(model, name="model", input_example=example)
-    loaded = mlflow.pyfunc.load_model(logged.uri)
+    loaded = shipyard.tracking.load_model(logged.uri)
     return logged, loaded
 
 
@@ -100,9 +98,12 @@ def test_sklearn_model_with_pinned_requirements_and_signature(workspace, mlflow_
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
     tags = mlflow_client.get_run(logged.run_id).data.tags
     assert tags[lineage.model_tag("model", "sha256")] == logged.sha256
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=logged.uri, dst_path=str(tmp_path / "download")))
     from shipyard._core.hashing import sha256_tree
+    from shipyard.tracking._mlflow import fluent_store
 
+    assert sha256_tree(shipyard.tracking.download_model(logged.uri, tmp_path / "ours")) == logged.sha256
+    with fluent_store(workspace):  # as a user checks it: MLflow's own download, pointed at the workspace
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=logged.uri, dst_path=str(tmp_path / "theirs")))
     assert sha256_tree(local) == logged.sha256
 
 

@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 
 import shipyard
-from shipyard.deploy.handoff import HandoffSpec, manifests, packages_from_lock, validate_manifest, write_bundle
+from shipyard.deploy.handoff import HandoffSpec, manifests, validate_manifest, write_bundle
+from shipyard._core.lineage import Lineage
+from shipyard._core.workspace import slug
+from shipyard.deploy.handoff import read_bundle
+from shipyard.packaging.image import packages_from_lock
 
 DIGEST = "sha256:" + "ab" * 32
 OLD = "registry.local/shipyard/iris@sha256:" + "cd" * 32
@@ -21,7 +25,7 @@ def _spec(**overrides) -> HandoffSpec:
         image_repository="registry.local/shipyard/iris",
         image_digest=DIGEST,
         run_as_user=10001,
-        lineage={"mlflow_run_id": "r1", "pathspec": "Flow/1"},
+        lineage=Lineage(model_name="Iris Classifier", model_version="3", run_id="r1", pathspec="Flow/1"),
         gate_report={"verdict": "pass", "results": [{"name": "accuracy", "status": "pass", "blocking": True}]},
         python_packages=(("scikit-learn", "1.9.1"), ("numpy", "2.4.6")),
     )
@@ -41,7 +45,8 @@ def test_deployment_is_pinned_non_root_probed_and_scraped() -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert container["resources"]["limits"] and container["resources"]["requests"]
     assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
-    assert deployment["metadata"]["name"] == "iris-classifier"
+    assert deployment["metadata"]["name"] == slug("Iris Classifier")
+    assert deployment["metadata"]["annotations"]["shipyard.io/mlflow-run-id"] == "r1"
 
 
 def test_every_manifest_passes_strict_schema_validation() -> None:
@@ -104,6 +109,21 @@ def test_written_bundle_has_everything_an_engineer_needs(tmp_path: Path) -> None
     components = {c["name"]: c for c in json.loads(sbom_text)["components"]}
     assert components["scikit-learn"]["purl"] == "pkg:pypi/scikit-learn@1.9.1"
     assert "kubectl apply -f k8s/deployment.yaml" in (bundle.path / "README.md").read_text()
+
+
+def test_read_bundle_gives_back_the_spec_it_was_written_from(tmp_path: Path) -> None:
+    for spec in (_spec(), _spec(canary_weight=25, previous_image=OLD, replicas=3, namespace="models")):
+        bundle = write_bundle(spec, tmp_path / "b")
+        again = read_bundle(bundle.path)
+        assert again.lineage == spec.lineage and again.image == spec.image
+        assert sorted(again.python_packages) == sorted(spec.python_packages)
+        assert (again.replicas, again.namespace, again.canary_weight) == (spec.replicas, spec.namespace, spec.canary_weight)
+        assert manifests(again) == manifests(spec)
+
+
+def test_read_bundle_of_nothing_is_a_deploy_error(tmp_path: Path) -> None:
+    with pytest.raises(shipyard.DeployError, match="no readable handoff bundle"):
+        read_bundle(tmp_path)
 
 
 def test_rewriting_a_bundle_replaces_it_whole(tmp_path: Path) -> None:

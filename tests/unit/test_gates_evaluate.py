@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -116,6 +119,38 @@ def test_holdout_missing_model_columns_names_gate_and_columns() -> None:
     with pytest.raises(GateError) as err:
         evaluate(threshold("accuracy >= 0.5", source="holdout"), _ctx(subject))
     assert "'threshold.accuracy'" in str(err.value) and "'age'" in str(err.value)
+
+
+def test_prediction_cache_never_serves_a_collected_frames_predictions() -> None:
+    # A cache keyed on id(frame) alone failed this: CPython hands a collected
+    # frame's address to the next frame, which then got the old predictions.
+    calls: list[int] = []
+
+    def doubled(frame):
+        calls.append(len(frame))
+        return frame["x"].to_numpy() * 2
+
+    subject = Subject("m", doubled)
+    for i in range(30):
+        frame = pd.DataFrame({"x": [float(i)] * 3})
+        assert subject.predict(frame, gate="g").tolist() == [2.0 * i] * 3
+        del frame
+        gc.collect()
+    assert len(calls) == 30
+
+
+def test_prediction_cache_hits_the_same_frame_and_keeps_it_alive() -> None:
+    calls: list[int] = []
+    subject = Subject("m", lambda frame: calls.append(1) or frame["x"].to_numpy())
+    frame = pd.DataFrame({"x": [1.0, 2.0]})
+    first = subject.predict(frame, gate="a")
+    assert subject.predict(frame, gate="b") is first and len(calls) == 1
+    equal_copy = frame.copy()
+    assert subject.predict(equal_copy, gate="c").tolist() == [1.0, 2.0] and len(calls) == 2
+    alive = weakref.ref(frame)
+    del frame
+    gc.collect()
+    assert alive() is not None  # held by the cache, so its id cannot be handed to another frame
 
 
 def test_data_contract_checks() -> None:

@@ -26,6 +26,16 @@ def test_errors_and_version_need_no_heavy_package() -> None:
     assert not {m.split(".")[0] for m in loaded} & set(HEAVY)
 
 
+def test_cheap_public_names_need_no_heavy_package() -> None:
+    loaded = _modules_after(
+        "import shipyard\n"
+        "shipyard.runs, shipyard.get_run, shipyard.TrackedRun, shipyard.ModelRef, shipyard.Lineage\n"
+        "shipyard.metric_history, shipyard.widgets.follow_in_notebook"
+    )
+    heavy = sorted({m.split(".")[0] for m in loaded} & set(HEAVY))
+    assert heavy == [], f"reaching the catalogue, refs and lineage imported {heavy}"
+
+
 def test_cli_help_loads_no_heavy_package() -> None:
     loaded = _modules_after(
         "from click.testing import CliRunner\nfrom shipyard.cli import cli\n"

@@ -5,29 +5,10 @@ from __future__ import annotations
 import ast
 
 import pytest
-from shipyard import ModelNotFound, PackagingError
+from shipyard import PackagingError
 from shipyard.monitoring.validation import FieldSpec, InputSchema
-from shipyard.packaging.model_source import input_schema_from_signature, parse_model_spec, training_python
+from shipyard.packaging.model_files import input_schema_from_signature, training_python
 from shipyard.packaging.service_source import field_identifiers, render_service
-
-
-@pytest.mark.parametrize(
-    ("spec", "expected"),
-    [
-        ("models:/iris/3", ("iris", "3", None)),
-        ("iris/12", ("iris", "12", None)),
-        ("iris@champion", ("iris", None, "champion")),
-        ("models:/churn-model@prev.1", ("churn-model", None, "prev.1")),
-    ],
-)
-def test_model_references_parse(spec: str, expected: tuple[str, str | None, str | None]) -> None:
-    assert parse_model_spec(spec) == expected
-
-
-@pytest.mark.parametrize("spec", ["iris", "models:/iris/latest", "iris/1/2", ""])
-def test_malformed_references_are_model_not_found(spec: str) -> None:
-    with pytest.raises(ModelNotFound, match="NAME/VERSION"):
-        parse_model_spec(spec)
 
 
 def test_column_signature_maps_to_fields() -> None:

@@ -1,11 +1,13 @@
 """Unit tests of the metric buffer, its disk spool and the replay of spooled batches.
 
 The MLflow client is replaced by a fake that records every ``log_batch`` call
-and can be told to fail, transiently or for good.
+and can be told to fail, transiently or for good. Points are the buffer's own
+records, ``(key, step, value, timestamp)`` (:data:`shipyard.tracking._points.Point`).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 
 from shipyard import TrackingError
 from shipyard.tracking._buffer import MetricBuffer, Spool, replay
+from shipyard.tracking._points import Point
 
 RUN_ID = "0123456789abcdef0123456789abcdef"
 
@@ -25,7 +28,7 @@ class Refused(Exception):
 
 
 class FakeClient:
-    """Records each log_batch call as (metrics, params, tags) tuples; fails while told to."""
+    """Records each log_batch call as (metrics, params, tags) tuples, metrics as Points; fails while told to."""
 
     def __init__(self, fail_with: type[Exception] | None = None) -> None:
         self.fail_with = fail_with
@@ -41,7 +44,7 @@ class FakeClient:
                 raise self.fail_with("tracker says no")
             self.calls.append(
                 (
-                    [(m.key, m.value, m.timestamp, m.step) for m in metrics],
+                    [(m.key, m.step, m.value, m.timestamp) for m in metrics],
                     [(p.key, p.value) for p in params],
                     [(t.key, t.value) for t in tags],
                 )
@@ -52,8 +55,8 @@ class FakeClient:
         return [point for metrics, _, _ in self.calls for point in metrics]
 
 
-def points(n: int, key: str = "loss") -> list[tuple[str, float, int, int]]:
-    return [(key, float(i) / 10, 1_700_000_000_000 + i, i) for i in range(n)]
+def points(n: int, key: str = "loss") -> list[Point]:
+    return [(key, i, float(i) / 10, 1_700_000_000_000 + i) for i in range(n)]
 
 
 def on_disk(spool: Spool) -> list[tuple]:
@@ -78,9 +81,9 @@ def make_buffer(tmp_path: Path):
         buffer._thread.join(timeout=5)
 
 
-def fill(buffer: MetricBuffer, pts: list[tuple[str, float, int, int]]) -> None:
-    for key, value, ts, step in pts:
-        buffer.put(key, value, ts, step)
+def fill(buffer: MetricBuffer, pts: list[Point]) -> None:
+    for key, step, value, ts in pts:
+        buffer.put(key, step, value, ts)
 
 
 def wait_until(condition, timeout: float = 10.0) -> None:
@@ -236,13 +239,36 @@ def test_flush_timeout_leaves_everything_on_disk(make_buffer):
 
 def test_spool_round_trips_values_exactly(tmp_path: Path):
     spool = Spool(tmp_path / "run")
-    pts = [("val/acc", 0.1 + 0.2, 1_700_000_000_123, 0), ("loss", float("nan"), 1, 2**40)]
+    pts = [("val/acc", 0, 0.1 + 0.2, 1_700_000_000_123), ("loss", 2**40, float("nan"), 1)]
     path = spool.write(pts, [("k", "v with spaces")], [("t", "ü")])
 
     read_points, params, tags = Spool.read(path)
 
     assert read_points[0] == pts[0]
-    assert read_points[1][0] == "loss" and read_points[1][1] != read_points[1][1]  # NaN survives
-    assert read_points[1][2:] == (1, 2**40)
+    assert read_points[1][:2] == ("loss", 2**40)
+    assert read_points[1][2] != read_points[1][2]  # NaN survives
+    assert read_points[1][3] == 1
     assert params == [("k", "v with spaces")]
     assert tags == [("t", "ü")]
+
+
+def test_a_spool_file_keeps_its_json_keys_so_older_batches_replay(tmp_path: Path):
+    """The on-disk format is not the tuple order: a batch spooled by an earlier version reads the same."""
+    spool = Spool(tmp_path / "spool" / RUN_ID)
+    spool.directory.mkdir(parents=True)
+    older = spool.directory / "00000000000000000001-1-000001.jsonl"
+    older.write_text(
+        json.dumps({"param": "lr", "value": "0.1"}) + "\n"
+        + json.dumps({"tag": "stage", "value": "train"}) + "\n"
+        + json.dumps({"metric": "loss", "value": 0.5, "ts": 1_700_000_000_000, "step": 7}) + "\n",
+        encoding="utf-8",
+    )
+    written = spool.write([("loss", 8, 0.25, 1_700_000_000_001)], [], [])
+    assert [json.loads(line) for line in written.read_text(encoding="utf-8").splitlines()] == [
+        {"metric": "loss", "value": 0.25, "ts": 1_700_000_000_001, "step": 8}
+    ]
+
+    client = FakeClient()
+    assert replay(client, RUN_ID, spool) == 2
+    assert client.sent_points == [("loss", 7, 0.5, 1_700_000_000_000), ("loss", 8, 0.25, 1_700_000_000_001)]
+    assert client.calls[0][1:] == ([("lr", "0.1")], [("stage", "train")])

@@ -6,24 +6,22 @@ import math
 import os
 from pathlib import Path
 
-from shipyard.tracking._history import MetricPoint
 from shipyard.tracking._live import LiveLog, LiveTail, remove
+from shipyard.tracking._points import MetricPoint
 
 from .test_tracking_buffer import RUN_ID, FakeClient, fill, make_buffer, points  # noqa: F401 - fixture
-
-Point = tuple[str, float, int, int]
 
 
 def test_a_tail_reads_only_what_was_added_since_its_last_read(tmp_path: Path) -> None:
     log = LiveLog(tmp_path / RUN_ID)
     tail = LiveTail.for_run(tmp_path, RUN_ID)
     assert tail is None, "no folder yet: the run logs nowhere on this machine"
-    log.write([("loss", 0.5, 1000, 0), ("val/acc", 0.25, 1000, 0)])
+    log.write([("loss", 0, 0.5, 1000), ("val/acc", 0, 0.25, 1000)])
     tail = LiveTail.for_run(tmp_path, RUN_ID)
     assert tail is not None
     assert tail.read() == {"loss": [MetricPoint(0, 0.5, 1000)], "val/acc": [MetricPoint(0, 0.25, 1000)]}
     assert tail.read() == {}
-    log.write([("loss", 0.4, 1001, 1)])
+    log.write([("loss", 1, 0.4, 1001)])
     assert tail.read() == {"loss": [MetricPoint(1, 0.4, 1001)]}
     log.close()
 
@@ -31,7 +29,7 @@ def test_a_tail_reads_only_what_was_added_since_its_last_read(tmp_path: Path) ->
 def test_values_round_trip_exactly_including_nan_and_infinities(tmp_path: Path) -> None:
     values = [0.1 + 0.2, 1e-300, -0.0, math.inf, -math.inf, math.nan, 123456789.123456789]
     log = LiveLog(tmp_path / RUN_ID)
-    log.write([("m", v, 1000 + i, i) for i, v in enumerate(values)])
+    log.write([("m", i, v, 1000 + i) for i, v in enumerate(values)])
     read = LiveTail(tmp_path / RUN_ID).read()["m"]
     assert [p.step for p in read] == list(range(len(values)))
     for got, want in zip(read, values, strict=True):
@@ -52,8 +50,8 @@ def test_a_line_still_being_written_is_kept_until_its_newline(tmp_path: Path) ->
 
 def test_every_logging_process_has_its_own_file_and_the_tail_reads_them_all(tmp_path: Path) -> None:
     first, second = LiveLog(tmp_path / RUN_ID), LiveLog(tmp_path / RUN_ID)
-    first.write([("loss", 1.0, 1000, 0)])
-    second.write([("loss", 2.0, 2000, 5)])
+    first.write([("loss", 0, 1.0, 1000)])
+    second.write([("loss", 5, 2.0, 2000)])
     assert len(os.listdir(tmp_path / RUN_ID)) == 2
     added = LiveTail(tmp_path / RUN_ID).read()
     assert sorted(added["loss"], key=lambda p: p.step) == [MetricPoint(0, 1.0, 1000), MetricPoint(5, 2.0, 2000)]
@@ -61,12 +59,12 @@ def test_every_logging_process_has_its_own_file_and_the_tail_reads_them_all(tmp_
 
 def test_a_removed_log_reads_as_none_so_views_turn_to_mlflow(tmp_path: Path) -> None:
     log = LiveLog(tmp_path / RUN_ID)
-    log.write([("loss", 1.0, 1000, 0)])
+    log.write([("loss", 0, 1.0, 1000)])
     tail = LiveTail(tmp_path / RUN_ID)
     assert tail.read()
     remove(tmp_path, RUN_ID)
     assert tail.read() is None
-    log.write([("loss", 2.0, 1001, 1)])  # a writer whose folder is gone does not raise
+    log.write([("loss", 1, 2.0, 1001)])  # a writer whose folder is gone does not raise
     log.close()
 
 
@@ -74,7 +72,7 @@ def test_a_log_that_cannot_be_written_never_stops_the_writer(tmp_path: Path) -> 
     blocker = tmp_path / "live"
     blocker.write_text("a file where the folder should be")
     log = LiveLog(blocker / RUN_ID)
-    log.write([("loss", 1.0, 1000, 0)])
+    log.write([("loss", 0, 1.0, 1000)])
     assert log.broken
 
 

@@ -4,6 +4,10 @@ Every user-facing failure is a :class:`ShipyardError`. Messages say what
 failed, why, and what to do next. Third-party errors are re-raised ``from``
 the original so the cause stays visible.
 
+``__all__`` at the bottom is the one list of error names: ``shipyard`` imports
+and exports exactly these (``shipyard.ShipyardError``), so a new error is
+public once it is listed there (and pinned in tests/unit/test_exported_members.py).
+
 ::
 
     ShipyardError

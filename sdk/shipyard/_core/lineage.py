@@ -249,18 +249,20 @@ class Lineage:
             model: the name the model was logged under on the run.
         """
         own = version_tags if version_tags is not None else run_tags
+        # the run is the record; a version registered by shipyard carries a copy for when its run is gone
+        tags = {**own, **run_tags}
         return cls(
             model_name=name,
             model_version=str(version or ""),
             run_id=run_id,
-            pathspec=run_tags.get(PATHSPEC, ""),
-            source_sha256=run_tags.get(SOURCE_SHA256, ""),
-            data=tuple(sorted(data_fingerprints(run_tags).items())),
-            git_commit=run_tags.get(GIT_COMMIT) or run_tags.get(MLFLOW_GIT_COMMIT, ""),
-            env_lock_sha256=run_tags.get(ENV_LOCK_SHA256, ""),
+            pathspec=tags.get(PATHSPEC, ""),
+            source_sha256=tags.get(SOURCE_SHA256, ""),
+            data=tuple(sorted(data_fingerprints(tags).items())),
+            git_commit=tags.get(GIT_COMMIT) or tags.get(MLFLOW_GIT_COMMIT, ""),
+            env_lock_sha256=tags.get(ENV_LOCK_SHA256, ""),
             model_sha256=own.get(model_tag(model, "sha256")) or run_tags.get(model_tag(model, "sha256"), ""),
             gate_verdict=own.get(GATE_VERDICT, ""),
-            source=run_tags.get(MLFLOW_GIT_REPO_URL) or run_tags.get(MLFLOW_SOURCE_NAME, ""),
+            source=tags.get(MLFLOW_GIT_REPO_URL) or tags.get(MLFLOW_SOURCE_NAME, ""),
         )
 
     def to_tags(self, model: str = "model") -> dict[str, str]:

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from .._core.errors import ShipyardError
+from shipyard import ShipyardError
 
 # modules that add commands to the group
 _COMMAND_MODULES = ("runs", "gates", "packaging", "promotion")

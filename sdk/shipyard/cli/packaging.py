@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+import shipyard
+
 
 @click.group("base-image")
 def base_image() -> None:
@@ -24,9 +26,7 @@ def base_image() -> None:
 @click.option("--quiet", is_flag=True, help="No progress display.")
 def base_image_build(rebuild: bool, suite: str, mirror: str, quiet: bool) -> None:
     """Build the Debian + Python base image with debootstrap (reused when it exists)."""
-    from ..packaging.base_image import build_base_image
-
-    image = build_base_image(suite=suite, mirror=mirror, rebuild=rebuild, quiet=quiet)
+    image = shipyard.build_base_image(suite=suite, mirror=mirror, rebuild=rebuild, quiet=quiet)
     verb = "built" if image.built else "exists, reused"
     click.echo(f"{image.name} ({verb}): {image.size_bytes / 1e6:.1f} MB, Python {image.python}, {image.seconds:.1f}s")
     click.echo(f"builder: {image.builder_ref}")
@@ -40,15 +40,13 @@ def base_image_build(rebuild: bool, suite: str, mirror: str, quiet: bool) -> Non
 @click.option("--quiet", is_flag=True, help="No progress display.")
 def package_command(model_version: str, no_image: bool, env: tuple[str, ...], no_cache: bool, quiet: bool) -> None:
     """Package MODEL_VERSION (models:/NAME/VERSION, NAME/VERSION or NAME@ALIAS) as a bento and an image."""
-    from ..packaging.bento import package
-
     variables: dict[str, str] = {}
     for item in env:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--env")
         variables[name] = value
-    result = package(model_version, image=not no_image, env=variables or None, no_cache=no_cache, quiet=quiet)
+    result = shipyard.package(model_version, image=not no_image, env=variables or None, no_cache=no_cache, quiet=quiet)
     bento = result.bento
     click.echo(f"bento  {bento.tag}{' (reused)' if bento.reused else ''}  {bento.path}")
     click.echo(f"service source  {bento.service_source}")
@@ -72,14 +70,12 @@ def smoke_command(
     image: str, model_version: str | None, holdout: Path | None, latency_p95_ms: float, no_record: bool
 ) -> None:
     """Run IMAGE on 127.0.0.1, check parity with the registered model and measure latency."""
-    from ..deploy.image_smoke import smoke
-
     frame = None
     if holdout is not None:
         import pandas as pd
 
         frame = pd.read_parquet(holdout) if holdout.suffix in {".parquet", ".pq"} else pd.read_csv(holdout)
-    result = smoke(image, model_version, frame, latency_p95_ms=latency_p95_ms, record=not no_record)
+    result = shipyard.smoke(image, model_version, frame, latency_p95_ms=latency_p95_ms, record=not no_record)
     click.echo(result.summary())
     if not result.passed:
         sys.exit(1)

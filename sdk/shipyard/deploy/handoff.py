@@ -13,18 +13,23 @@ A bundle is a directory per model version::
 
 Manifests are validated against the Kubernetes API schema
 (``kubernetes-validate``) and the SBOM is written by ``cyclonedx-python-lib``.
+:func:`read_bundle` gives back the :class:`HandoffSpec` a bundle was written
+from, so a rollback or a review never re-parses the files by hand.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._core import lineage as names
 from .._core.errors import DeployError
+from .._core.lineage import Lineage
+from .._core.workspace import slug
 
 KUBERNETES_VERSION = "1.30.0"
 SERVICE_PORT = 3000  # BentoML's HTTP port
@@ -60,7 +65,7 @@ class HandoffSpec:
     image_repository: str
     image_digest: str
     run_as_user: int
-    lineage: Mapping[str, Any] = field(default_factory=dict)
+    lineage: Lineage = field(default_factory=Lineage)
     gate_report: Mapping[str, Any] = field(default_factory=dict)
     overrides: tuple[Mapping[str, Any], ...] = ()
     approvals: tuple[Mapping[str, Any], ...] = ()
@@ -78,7 +83,8 @@ class HandoffSpec:
 
     @property
     def app(self) -> str:
-        return _dns_name(self.model_name)
+        """The Kubernetes name of the model's objects: the model's slug (a valid DNS label)."""
+        return slug(self.model_name)
 
 
 @dataclass(frozen=True)
@@ -97,11 +103,6 @@ class HandoffBundle:
     @property
     def handoff(self) -> dict[str, Any]:
         return json.loads((self.path / "handoff.json").read_text())
-
-
-def _dns_name(text: str) -> str:
-    name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
-    return name[:50] or "model"
 
 
 def _check(spec: HandoffSpec) -> None:
@@ -128,15 +129,15 @@ def _check(spec: HandoffSpec) -> None:
 def _labels(spec: HandoffSpec, track: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": spec.app,
-        "app.kubernetes.io/version": _dns_name(f"v{spec.version}"),
+        "app.kubernetes.io/version": slug(f"v{spec.version}"),
         "app.kubernetes.io/managed-by": "shipyard",
-        "shipyard.io/track": track,
+        names.K8S_TRACK: track,
     }
 
 
 def _deployment(spec: HandoffSpec, *, name: str, image: str, replicas: int, track: str) -> dict[str, Any]:
     labels = _labels(spec, track)
-    selector = {"app.kubernetes.io/name": spec.app, "shipyard.io/track": track}
+    selector = {"app.kubernetes.io/name": spec.app, names.K8S_TRACK: track}
     probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5, "failureThreshold": 3}
     r = spec.resources
     return {
@@ -147,8 +148,8 @@ def _deployment(spec: HandoffSpec, *, name: str, image: str, replicas: int, trac
             "namespace": spec.namespace,
             "labels": labels,
             "annotations": {
-                "shipyard.io/model": f"{spec.model_name}/{spec.version}",
-                "shipyard.io/mlflow-run-id": str(spec.lineage.get("mlflow_run_id", "")),
+                names.K8S_MODEL: f"{spec.model_name}/{spec.version}",
+                names.K8S_RUN_ID: spec.lineage.run_id,
             },
         },
         "spec": {
@@ -216,7 +217,7 @@ def manifests(spec: HandoffSpec) -> dict[str, dict[str, Any]]:
         objects["canary-deployment.yaml"] = _deployment(
             spec, name=f"{spec.app}-canary", image=spec.image, replicas=canary, track="canary"
         )
-        objects["canary-deployment.yaml"]["metadata"]["annotations"]["shipyard.io/canary-weight"] = str(
+        objects["canary-deployment.yaml"]["metadata"]["annotations"][names.K8S_CANARY_WEIGHT] = str(
             spec.canary_weight
         )
     objects["service.yaml"] = {
@@ -296,7 +297,7 @@ def write_bundle(spec: HandoffSpec, directory: Path) -> HandoffBundle:
         "model": {"name": spec.model_name, "version": spec.version},
         "image": {"repository": spec.image_repository, "digest": spec.image_digest, "reference": spec.image,
                   **{k: v for k, v in spec.image_facts.items() if k != "digest"}},
-        "lineage": dict(spec.lineage),
+        "lineage": spec.lineage.to_dict(),
         "gates": {
             "verdict": spec.gate_report.get("verdict"),
             "results": [
@@ -307,6 +308,13 @@ def write_bundle(spec: HandoffSpec, directory: Path) -> HandoffBundle:
         "overrides": [dict(o) for o in spec.overrides],
         "approvals": [dict(a) for a in spec.approvals],
         "canary_weight": spec.canary_weight,
+        "deployment": {
+            "run_as_user": spec.run_as_user,
+            "replicas": spec.replicas,
+            "resources": asdict(spec.resources),
+            "previous_image": spec.previous_image,
+            "namespace": spec.namespace,
+        },
         "kubernetes_version": KUBERNETES_VERSION,
     }
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -361,13 +369,41 @@ def _readme(spec: HandoffSpec, objects: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def packages_from_lock(lines: Iterable[str]) -> tuple[tuple[str, str], ...]:
-    """(name, version) pairs from ``name==version`` lines (comments and blanks skipped)."""
-    pairs = []
-    for line in lines:
-        line = line.split("#", 1)[0].strip()
-        if "==" in line:
-            name, version = line.split("==", 1)
-            pairs.append((name.strip(), version.strip()))
-    return tuple(pairs)
+def read_bundle(directory: Path) -> HandoffSpec:
+    """The :class:`HandoffSpec` a bundle was written from (``write_bundle(read_bundle(d), d)`` rewrites it as it was).
 
+    Raises:
+        DeployError: ``directory`` holds no bundle, or one written by an older shipyard.
+
+    Example:
+        >>> read_bundle(ws.bundle_dir("iris", "3")).image_digest    # doctest: +SKIP
+        'sha256:5d41…'
+    """
+    try:
+        handoff = json.loads((directory / "handoff.json").read_text(encoding="utf-8"))
+        report = json.loads((directory / "gate-report.json").read_text(encoding="utf-8"))
+        sbom_doc = json.loads((directory / "sbom.cdx.json").read_text(encoding="utf-8"))
+        image, deployment = dict(handoff["image"]), handoff["deployment"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise DeployError(
+            f"{directory} holds no readable handoff bundle ({type(exc).__name__}: {exc}).",
+            hint="Promote the version again with shipyard.promote() to write its bundle.",
+        ) from exc
+    return HandoffSpec(
+        model_name=handoff["model"]["name"],
+        version=str(handoff["model"]["version"]),
+        image_repository=image.pop("repository"),
+        image_digest=image.pop("digest"),
+        run_as_user=int(deployment["run_as_user"]),
+        lineage=Lineage.from_dict(handoff.get("lineage") or {}),
+        gate_report=report,
+        overrides=tuple(handoff.get("overrides") or ()),
+        approvals=tuple(handoff.get("approvals") or ()),
+        image_facts={k: v for k, v in image.items() if k != "reference"},
+        python_packages=tuple((c["name"], c["version"]) for c in sbom_doc.get("components", [])),
+        replicas=int(deployment["replicas"]),
+        resources=Resources(**deployment["resources"]),
+        canary_weight=handoff.get("canary_weight"),
+        previous_image=deployment.get("previous_image"),
+        namespace=deployment["namespace"],
+    )

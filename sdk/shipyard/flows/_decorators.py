@@ -40,13 +40,10 @@ class ShipyardFlow(FlowMutator):
 
     def mutate(self, mutable_flow: Any) -> None:
         for _, mutable_step in mutable_flow.steps:
-            if not any(isinstance(d, ShipyardStep) for d in _user_decorators(mutable_step)):
+            # a step's own @shipyard.track (with its own experiment) wins over the flow's
+            tracked = any(fq_name == ShipyardStep.decorator_name for _, fq_name, _, _ in mutable_step.decorator_specs)
+            if not tracked:
                 mutable_step.add_decorator(ShipyardStep, deco_kwargs={"experiment": self.experiment})
-
-
-def _user_decorators(mutable_step: Any) -> list[Any]:
-    step = getattr(mutable_step, "_my_step", None)
-    return list(getattr(step, "wrappers", []) or []) + list(getattr(step, "decorators", []) or [])
 
 
 @overload

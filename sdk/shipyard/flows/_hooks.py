@@ -20,6 +20,7 @@ from typing import Any
 from .._core import lineage
 from .._core.workspace import current_workspace
 from ..tracking import _context, _runs
+from ._metaflow import flow_parameters, run_in_any_namespace
 
 RUN_ID_ARTIFACT = "_shipyard_run_id"
 
@@ -98,8 +99,8 @@ def step_finished(session: StepSession, exception: BaseException | None) -> None
         lineage.step_tag(session.step_name, "seconds"): f"{time.monotonic() - session.started:.3f}",
     }
     if exception is not None:
-        tags["shipyard.error.step"] = session.step_name
-        tags["shipyard.error.cause"] = f"{type(exception).__name__}: {exception}"[:5000]
+        tags[lineage.ERROR_STEP] = session.step_name
+        tags[lineage.ERROR_CAUSE] = f"{type(exception).__name__}: {exception}"[:5000]
     active.buffer.put_tags(tags)
     try:
         if not active.buffer.flush(ws.settings.flush_timeout).spooled_batches:
@@ -135,7 +136,7 @@ def _inherited_run_id(flow: Any, inputs: Any) -> str | None:
 
 def _flow_parameters(flow: Any) -> dict[str, str]:
     params: dict[str, str] = {}
-    for name, _ in type(flow)._get_parameters():
+    for name, _ in flow_parameters(flow):
         try:
             params[name] = str(getattr(flow, name))
         except Exception:  # a parameter whose value cannot be read is not worth failing a run for
@@ -145,9 +146,7 @@ def _flow_parameters(flow: Any) -> dict[str, str]:
 
 def _tag_metaflow_run(pathspec: str, run_id: str) -> None:
     """Write the MLflow run id onto the Metaflow run, so the link goes both ways."""
-    from metaflow import Run
-
     try:
-        Run(pathspec, _namespace_check=False).add_tag(f"{lineage.MLFLOW_RUN_TAG}:{run_id}")
+        run_in_any_namespace(pathspec).add_tag(f"{lineage.MLFLOW_RUN_TAG}:{run_id}")
     except Exception as exc:  # the artifact still links the runs; say why the tag is missing
         print(f"shipyard: could not tag Metaflow run {pathspec}: {exc}", file=sys.stderr)

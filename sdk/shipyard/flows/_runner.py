@@ -24,6 +24,7 @@ from .._core import lineage
 from .._core.errors import FlowError, FlowFailed
 from .._core.hashing import sha256_text
 from .._core.workspace import Workspace, current_workspace
+from ._metaflow import run_in_any_namespace
 
 _LOG_TAIL_LINES = 40
 
@@ -76,9 +77,7 @@ class _Artifacts(Mapping[str, Any]):
         self._pathspec = pathspec
 
     def _task(self) -> Any:
-        from metaflow import Run
-
-        return Run(self._pathspec, _namespace_check=False)["end"].task
+        return run_in_any_namespace(self._pathspec)["end"].task
 
     def __getitem__(self, name: str) -> Any:
         try:
@@ -258,8 +257,8 @@ def _collect(ws: Workspace, state: _RunState, status: str, output: str, duration
     mlflow_run = client.get_run(run_id) if run_id else None
     if status != "successful":
         tags = mlflow_run.data.tags if mlflow_run else {}
-        step = tags.get("shipyard.error.step") or _failed_step_from_metaflow(pathspec)
-        cause = tags.get("shipyard.error.cause") or _last_exception_line(output)
+        step = tags.get(lineage.ERROR_STEP) or _failed_step_from_metaflow(pathspec)
+        cause = tags.get(lineage.ERROR_CAUSE) or _last_exception_line(output)
         if run_id and mlflow_run and mlflow_run.info.status == "RUNNING":
             finish_run(ws, run_id, "FAILED")
         raise FlowFailed(
@@ -281,18 +280,13 @@ def _collect(ws: Workspace, state: _RunState, status: str, output: str, duration
         finish_run(ws, run_id, "FINISHED")  # type: ignore[arg-type]
         mlflow_run = client.get_run(run_id)  # type: ignore[arg-type]
     tags = mlflow_run.data.tags
-    models = {
-        key[len(lineage.MODEL_PREFIX) : -len(".uri")]: value
-        for key, value in tags.items()
-        if key.startswith(lineage.MODEL_PREFIX) and key.endswith(".uri")
-    }
     return RunResult(
         mlflow_run_id=mlflow_run.info.run_id,
         pathspec=pathspec,
         status=mlflow_run.info.status,
         metrics=dict(mlflow_run.data.metrics),
         params=dict(mlflow_run.data.params),
-        models=models,
+        models=lineage.logged_models(tags),
         duration_s=duration,
         tags=dict(tags),
     )
@@ -312,9 +306,7 @@ def _failed_step_from_metaflow(pathspec: str) -> str | None:
     if not pathspec:
         return None
     try:
-        from metaflow import Run
-
-        for step in Run(pathspec, _namespace_check=False):
+        for step in run_in_any_namespace(pathspec):
             for task in step:
                 if not task.successful:
                     return step.id

@@ -22,9 +22,10 @@ Example:
 
 from __future__ import annotations
 
-from ._check import attach_results, check, load_report, recheck
+from ._check import check, recheck
 from ._decorator import StepGates, gate
 from ._evaluate import GateContext
+from ._record import attach_results, load_report
 from ._report import GateReport, GateResult
 from ._specs import (
     ChampionChallenger,

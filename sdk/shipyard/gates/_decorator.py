@@ -109,13 +109,15 @@ def _settings(s: StepGates) -> tuple[Any, ...]:
 
 def find_step_gates(step_function: Any) -> StepGates | None:
     """The :class:`StepGates` recorded on a step function, looking through wrappers."""
+    from ..flows._metaflow import decorated_step
+
     seen = 0
     current = step_function
     while current is not None and seen < 8:
         found = getattr(current, GATES_ATTR, None)
         if isinstance(found, StepGates):
             return found
-        current = getattr(current, "__wrapped__", None) or getattr(current, "_my_step", None)
+        current = getattr(current, "__wrapped__", None) or decorated_step(current)
         seen += 1
     return None
 

@@ -45,16 +45,25 @@ class Subject:
     predict_fn: Callable[[Any], Any]
     feature_names: list[str] | None = None
     info: dict[str, Any] = field(default_factory=dict)
-    _cache: dict[int, Any] = field(default_factory=dict, repr=False)
+    # id(frame) -> (frame, predictions). The frame itself is kept beside its
+    # predictions: an id is unique only among live objects, so a cache keyed on
+    # the bare id handed a collected frame's predictions to the next frame
+    # allocated at the same address. Holding the frame keeps it alive, so its
+    # id cannot be reused while the entry exists, and the identity check below
+    # makes the hit exact. This is O(1) per call; a content hash of the frame
+    # (pandas.util.hash_pandas_object) would be correct too but costs a pass
+    # over every row on each gate's call. A Subject lives for one check, so
+    # the frames it holds are the few that check was given anyway.
+    _cache: dict[int, tuple[Any, Any]] = field(default_factory=dict, repr=False)
 
     def predict(self, frame: Any, *, gate: str, exclude: Sequence[str] = ()) -> Any:
-        """Predictions on ``frame`` (cached per frame), as a 1-D numpy array."""
+        """Predictions on ``frame`` (cached per frame object), as a 1-D numpy array."""
         import numpy as np
         import pandas as pd
 
-        key = id(frame)
-        if key in self._cache:
-            return self._cache[key]
+        cached = self._cache.get(id(frame))
+        if cached is not None and cached[0] is frame:
+            return cached[1]
         if self.feature_names:
             missing = [c for c in self.feature_names if c not in frame.columns]
             if missing:
@@ -80,7 +89,7 @@ class Subject:
         predictions = np.asarray(raw)
         if predictions.ndim > 1:
             predictions = predictions.reshape(len(predictions), -1)[:, 0]
-        self._cache[key] = predictions
+        self._cache[id(frame)] = (frame, predictions)
         return predictions
 
 

@@ -26,8 +26,7 @@ _LAZY: dict[str, str] = {
     "build_base_image": ".base_image",
     "resolve_base_image": ".base_image",
     "BaseImage": ".base_image",
-    "resolve_model_version": ".model_source",
-    "ModelSource": ".model_source",
+    "load_bento": ".bento",
 }
 
 __all__ = sorted(_LAZY)
@@ -38,6 +37,5 @@ __getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 if TYPE_CHECKING:
     from .base_image import BaseImage, build_base_image, resolve_base_image
-    from .bento import BentoResult, PackageResult, build_bento, package
+    from .bento import BentoResult, PackageResult, build_bento, load_bento, package
     from .image import ImageReport, containerize
-    from .model_source import ModelSource, resolve_model_version

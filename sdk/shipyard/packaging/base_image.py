@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .._core.errors import BaseImageMissing, MissingDependency, PackagingError
+from .progress import Say, progress  # bento.py still imports progress from here; its home is .progress
 
 SUITE_PYTHON = {"bookworm": "3.11", "trixie": "3.13"}
 DEFAULT_SUITE = "bookworm"
@@ -184,7 +185,7 @@ def build_base_image(
             name, existing.id, python, _size(existing), built=False, seconds=time.monotonic() - started, builder=builder
         )
 
-    with _progress(quiet) as say:
+    with progress(quiet) as say:
         rootfs_ref = f"{ROOTFS_REPOSITORY}:{suite}-minbase"
         if rebuild or _get(client, rootfs_ref) is None:
             tarball = _rootfs_tarball(suite, mirror, say)
@@ -207,7 +208,7 @@ def stream_build(
     client: Any,
     context: Path,
     tag: str,
-    say: Any,
+    say: Say,
     *,
     labels: dict[str, str] | None = None,
     dockerfile: str = "Dockerfile",
@@ -264,7 +265,7 @@ def stream_build(
     return image_id
 
 
-def _rootfs_tarball(suite: str, mirror: str, say: Any) -> Path:
+def _rootfs_tarball(suite: str, mirror: str, say: Say) -> Path:
     arch = _dpkg_arch()
     target = cache_dir() / "debootstrap" / f"{suite}-minbase-{arch}-{ROOTFS_LAYOUT}.tar"
     if target.exists():
@@ -442,38 +443,6 @@ def _image_python(client: Any, ref: str) -> str | None:
 
 def _size(image: Any) -> int:
     return int(image.attrs.get("Size", 0))
-
-
-class _progress:
-    """A rich status line for long steps (or nothing when quiet)."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self._status: Any = None
-
-    def __enter__(self) -> Any:
-        if self.quiet:
-            return lambda message: None
-        from rich.console import Console
-
-        console = Console(stderr=True, log_path=False)
-        self._status = console.status("shipyard: starting")
-        self._status.__enter__()
-
-        def say(message: str) -> None:
-            console.log(message, highlight=False)
-            self._status.update(f"shipyard: {message}")
-
-        return say
-
-    def __exit__(self, *exc: object) -> None:
-        if self._status is not None:
-            self._status.__exit__(*exc)
-
-
-def progress(quiet: bool = False) -> _progress:
-    """Context manager giving a ``say(message)`` callable that shows progress on stderr."""
-    return _progress(quiet)
 
 
 __all__ = ["BaseImage", "base_image_name", "build_base_image", "cache_dir", "resolve_base_image", "stream_build"]

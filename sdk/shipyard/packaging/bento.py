@@ -20,23 +20,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .._core import audit
+from .._core import audit, lineage
 from .._core.errors import PackagingError
+from .._core.lineage import Lineage
+from .._core.workspace import slug
 from ..monitoring.integrity import directory_sha256
 from ..monitoring.validation import InputSchema
-from .model_source import (
-    ModelSource,
-    download_model,
-    input_schema_from_signature,
-    read_mlmodel,
-    resolve_model_version,
-    signature_inputs,
-    training_python,
-)
+from ..registry import ModelVersionRef
+from .model_files import input_schema_from_signature, read_mlmodel, signature_inputs, training_python
 from .service_source import preload_modules, render_service
 
 BENTO_BUILD_TIMEOUT_S = 300
@@ -54,26 +49,32 @@ class BentoResult:
     Attributes:
         tag: bento tag ``name:version``.
         path: folder of the bento in the workspace's BentoML home.
-        model: the model version it serves.
-        model_sha256: digest of the model files, checked by the service before loading.
-        labels: lineage labels on the bento.
+        lineage: the model version it serves and where that came from; ``lineage.model_sha256``
+            is the digest of the model files the service checks before loading them.
         python: Python major.minor the model was trained with.
         requirements: pinned Python requirements of the service.
-        input_schema: what ``/predict`` accepts.
+        input_schema: what ``/predict`` accepts (None for a bento read back with :func:`load_bento`).
         reused: True when an identical bento already existed.
         seconds: time spent.
     """
 
     tag: str
     path: Path
-    model: ModelSource
-    model_sha256: str
-    labels: dict[str, str]
+    lineage: Lineage
     python: str
     requirements: list[str]
-    input_schema: InputSchema
-    reused: bool
-    seconds: float
+    input_schema: InputSchema | None = None
+    reused: bool = True
+    seconds: float = 0.0
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Lineage labels on the bento and its image."""
+        return self.lineage.to_labels()
+
+    @property
+    def model_sha256(self) -> str:
+        return self.lineage.model_sha256
 
     @property
     def name(self) -> str:
@@ -130,7 +131,7 @@ def package(
         >>> result.bento.tag, result.image.size_mb          # doctest: +SKIP
         ('iris:v1-5d41402abc4b2a76', 412.3)
     """
-    from .base_image import progress
+    from .progress import progress
 
     started = time.monotonic()
     timings: dict[str, float] = {}
@@ -145,8 +146,8 @@ def package(
             timings["image"] = report.seconds
     audit.append(
         "package",
-        model=bento.model.name,
-        version=bento.model.version,
+        model=bento.lineage.model_name,
+        version=bento.lineage.model_version,
         bento=bento.tag,
         image=report.tag if report is not None else None,
         image_id=report.image_id if report is not None else None,
@@ -168,41 +169,39 @@ def build_bento(model_version: Any, *, say: Callable[[str], None] | None = None)
     Example:
         >>> build_bento("iris/1").service_source.read_text()   # doctest: +SKIP
     """
-    import shipyard
-
+    from .. import registry, tracking
+    from .._core.version import __version__
     from .._core.workspace import current_workspace
 
     say = say or (lambda message: None)
     started = time.monotonic()
     ws = current_workspace()
-    source = resolve_model_version(model_version)
+    source = registry.resolve(model_version, workspace=ws)
     say(f"downloading {source.uri}")
+    service_name = slug(source.name)
     ws.root.joinpath("build").mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f"bento-{_slug(source.name)}-", dir=ws.root / "build") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"bento-{service_name}-", dir=ws.root / "build") as tmp:
         ctx = Path(tmp) / "ctx"
         ctx.mkdir()
-        model_dir = download_model(source, ctx / "model")
-        if model_dir != ctx / "model":
-            shutil.move(str(model_dir), str(ctx / "model.tmp"))
-            shutil.rmtree(ctx / "model")
-            (ctx / "model.tmp").rename(ctx / "model")
+        model_dir = tracking.download_model(source.uri, ctx / "model.dl", workspace=ws)
+        shutil.move(str(model_dir), str(ctx / "model"))
         model_dir = ctx / "model"
         mlmodel = read_mlmodel(model_dir)
         schema = _input_schema(source, model_dir, mlmodel)
         python = training_python(mlmodel) or f"{sys.version_info.major}.{sys.version_info.minor}"
-        model_sha256 = directory_sha256(model_dir)
+        # the digest of the files as served, which the service checks before it loads them
+        served = replace(registry.lineage_of(source, workspace=ws), model_sha256=directory_sha256(model_dir))
         requirements = serving_requirements(model_dir)
-        labels = bento_labels(source, model_sha256)
-        service_name = _slug(source.name)
+        labels = served.to_labels()
         (ctx / "service.py").write_text(
             render_service(
                 model_name=source.name,
                 model_version=source.version,
                 service_name=service_name,
-                model_sha256=model_sha256,
+                model_sha256=served.model_sha256,
                 lineage=labels,
                 schema=schema,
-                shipyard_version=shipyard.__version__,
+                shipyard_version=__version__,
                 preload=preload_modules(mlmodel),
             ),
             encoding="utf-8",
@@ -223,7 +222,7 @@ def build_bento(model_version: Any, *, say: Callable[[str], None] | None = None)
         from filelock import FileLock
 
         ws.locks_dir.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(ws.locks_dir / f"bento-{service_name}.lock")):  # one build per bento at a time
+        with FileLock(str(ws.lock_path("bento", source.name))):  # one build per bento at a time
             reused = (bento_path / "bento.yaml").is_file()
             if reused:
                 say(f"bento {tag} exists with the same content, reused")
@@ -235,9 +234,7 @@ def build_bento(model_version: Any, *, say: Callable[[str], None] | None = None)
     return BentoResult(
         tag=tag,
         path=bento_path,
-        model=source,
-        model_sha256=model_sha256,
-        labels=labels,
+        lineage=served,
         python=python,
         requirements=requirements,
         input_schema=schema,
@@ -258,11 +255,38 @@ def bento_content_sha256(bento_path: Path) -> str:
     return digest.hexdigest()
 
 
-def bento_labels(source: ModelSource, model_sha256: str) -> dict[str, str]:
-    """Lineage labels carried by the bento and the image (``shipyard.*`` keys, as on MLflow runs)."""
-    labels = source.lineage()
-    labels["shipyard.model.sha256"] = model_sha256
-    return labels
+def load_bento(path: Path) -> BentoResult:
+    """Read a bento built earlier back from its folder (no rebuild, no model download).
+
+    Raises:
+        PackagingError: ``path`` holds no bento built by shipyard.
+
+    Example:
+        >>> load_bento(Path(".shipyard/bentoml/bentos/iris/v1-5d41402abc4b2a76")).tag   # doctest: +SKIP
+        'iris:v1-5d41402abc4b2a76'
+    """
+    import yaml
+
+    info_file = path / "bento.yaml"
+    if not info_file.is_file():
+        raise PackagingError(
+            f"{path} holds no bento (no bento.yaml).", hint="Build it again with shipyard.package(...)."
+        )
+    info = yaml.safe_load(info_file.read_text(encoding="utf-8")) or {}
+    labels = {str(k): str(v) for k, v in (info.get("labels") or {}).items()}
+    if lineage.LABEL_MODEL_NAME not in labels:
+        raise PackagingError(f"The bento in {path} was not built by shipyard (no lineage labels).")
+    requirements = path / "env" / "python" / "requirements.txt"
+    return BentoResult(
+        tag=f"{info['name']}:{info['version']}",
+        path=path,
+        lineage=Lineage.from_labels(labels),
+        python=str((info.get("image") or info.get("docker") or {}).get("python_version") or ""),
+        requirements=[
+            line.strip() for line in requirements.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith(("#", "-"))
+        ],
+    )
 
 
 def serving_requirements(model_dir: Path) -> list[str]:
@@ -296,7 +320,7 @@ def serving_requirements(model_dir: Path) -> list[str]:
     return sorted(set(lines), key=str.lower)
 
 
-def _input_schema(source: ModelSource, model_dir: Path, mlmodel: dict[str, Any]) -> InputSchema:
+def _input_schema(source: ModelVersionRef, model_dir: Path, mlmodel: dict[str, Any]) -> InputSchema:
     inputs = signature_inputs(mlmodel)
     if inputs is None:
         if not mlmodel.get("saved_input_example_info"):
@@ -360,9 +384,12 @@ def _run_bento_build(
         )
 
 
-def _slug(name: str) -> str:
-    slug = re.sub(r"[^a-z0-9_.-]+", "_", name.lower()).strip("_.-")
-    return slug or "model"
-
-
-__all__ = ["BentoResult", "PackageResult", "bento_content_sha256", "build_bento", "package", "serving_requirements"]
+__all__ = [
+    "BentoResult",
+    "PackageResult",
+    "bento_content_sha256",
+    "build_bento",
+    "load_bento",
+    "package",
+    "serving_requirements",
+]

@@ -17,11 +17,12 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._core import lineage
 from .._core.errors import PackagingError
 from .base_image import APP_UID, APP_USER, BaseImage, resolve_base_image, stream_build
 from .secrets import scan_environment, scan_files
@@ -30,6 +31,8 @@ SERVICE_PORT = 3000
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 BENTO_DIR = "/opt/bento"
 VENV = "/opt/venv"
+# What the build installed (``uv pip freeze``), written by the build itself and read back for the SBOM.
+PACKAGES_FILE = f"{VENV}/shipyard-packages.txt"
 IMAGE_REPOSITORY = "shipyard"
 # Files of the bento that the image does not need: BentoML's own Dockerfile and docs.
 CONTEXT_SKIP = ("env/docker", "README.md")
@@ -53,6 +56,7 @@ class ImageReport:
         layers: ``(size_bytes, created_by)`` per layer, newest first.
         labels: the image's labels (OCI + shipyard lineage).
         user: user the container runs as.
+        python_packages: ``(name, version)`` of every Python package the build installed.
         base_image: the base image it was built from.
         seconds: build time.
     """
@@ -63,6 +67,7 @@ class ImageReport:
     layers: list[tuple[int, str]] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     user: str = ""
+    python_packages: tuple[tuple[str, str], ...] = ()
     base_image: str = ""
     seconds: float = 0.0
 
@@ -140,7 +145,8 @@ def containerize(
         say(f"building image {tag} from {base.name}")
         image_id = stream_build(client, ctx, tag, say, labels=labels, no_cache=no_cache)
     report = inspect_image(client, image_id, tag=tag, base_image=base.name)
-    return ImageReport(**{**report.__dict__, "seconds": time.monotonic() - started})
+    packages = image_packages(client, image_id)
+    return ImageReport(**{**report.__dict__, "python_packages": packages, "seconds": time.monotonic() - started})
 
 
 def render_dockerfile(base: BaseImage, env: dict[str, str]) -> str:
@@ -175,6 +181,7 @@ USER root
 RUN uv venv --quiet --python /usr/bin/python3 {VENV} \\
  && uv pip install --quiet --no-cache --python {VENV}/bin/python -r /opt/shipyard/requirements.txt \\
  && find {VENV}/lib -type d -name tests -path '*/site-packages/*' -prune -exec rm -rf {{}} + \\
+ && uv pip freeze --python {VENV}/bin/python > {PACKAGES_FILE} \\
  && BENTOML_HOME=/tmp/bentoml BENTOML_DO_NOT_TRACK=true PYTHONDONTWRITEBYTECODE= \\
     {VENV}/bin/python /opt/shipyard/warm_imports.py
 
@@ -252,21 +259,58 @@ def warm_imports(requirements: list[str]) -> list[str]:
 
 def image_labels(bento: Any) -> dict[str, str]:
     """OCI labels plus the bento's lineage labels and tag."""
-    source = bento.model
-    tags = source.run_tags
-    repo = tags.get("mlflow.source.git.repoURL") or tags.get("mlflow.source.name", "")
-    revision = bento.labels.get("shipyard.git.commit", "")
+    lin: lineage.Lineage = bento.lineage
     labels = {
-        "org.opencontainers.image.title": f"{source.name} model service",
-        "org.opencontainers.image.version": f"{source.name}/{source.version}",
-        "org.opencontainers.image.source": repo,
-        "org.opencontainers.image.revision": revision,
-        "org.opencontainers.image.description": f"BentoML service for {source.uri}, packaged by shipyard",
+        "org.opencontainers.image.title": f"{lin.model_name} model service",
+        "org.opencontainers.image.version": f"{lin.model_name}/{lin.model_version}",
+        "org.opencontainers.image.source": lin.source,
+        "org.opencontainers.image.revision": lin.git_commit,
+        "org.opencontainers.image.description": (
+            f"BentoML service for models:/{lin.model_name}/{lin.model_version}, packaged by shipyard"
+        ),
         **bento.labels,
-        "shipyard.bento.tag": bento.tag,
-        "shipyard.python": bento.python,
+        lineage.LABEL_BENTO_TAG: bento.tag,
+        lineage.PYTHON: bento.python,
     }
     return {k: v for k, v in labels.items() if v}
+
+
+def image_packages(client: Any, image_id: str) -> tuple[tuple[str, str], ...]:
+    """``(name, version)`` of the Python packages the build installed, read from the image's files.
+
+    Q: Why not run the image and ask it?
+    A: The build already wrote the list (``uv pip freeze``); a container is
+       created only to read that one file out of the image and never started,
+       so nothing of the model or its server runs.
+    """
+    import io
+    import tarfile
+
+    container = client.containers.create(image_id, command=["true"], network_disabled=True)
+    try:
+        stream, _ = container.get_archive(PACKAGES_FILE)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            member = tar.extractfile(tar.getmembers()[0])
+            text = member.read().decode() if member is not None else ""
+    except Exception as exc:
+        raise PackagingError(
+            f"The image {image_id[:19]} has no package list at {PACKAGES_FILE}: {exc}",
+            hint="Rebuild it with shipyard (shipyard package), which writes the list during the build.",
+        ) from exc
+    finally:
+        container.remove(force=True)
+    return tuple(sorted(packages_from_lock(text.splitlines())))
+
+
+def packages_from_lock(lines: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """(name, version) pairs from ``name==version`` lines (comments and blanks skipped)."""
+    pairs = []
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, version = line.split("==", 1)
+            pairs.append((name.strip(), version.strip()))
+    return tuple(pairs)
 
 
 def inspect_image(client: Any, image_ref: str, *, tag: str = "", base_image: str = "") -> ImageReport:
@@ -315,4 +359,13 @@ def _bento_envs(bento_path: Path) -> dict[str, str]:
     return {str(e.get("name")): str(e.get("value") or "") for e in info.get("envs") or []}
 
 
-__all__ = ["ImageReport", "containerize", "image_labels", "inspect_image", "render_dockerfile", "warm_imports"]
+__all__ = [
+    "ImageReport",
+    "containerize",
+    "image_labels",
+    "image_packages",
+    "packages_from_lock",
+    "inspect_image",
+    "render_dockerfile",
+    "warm_imports",
+]

@@ -1,19 +1,28 @@
 """An ordered, persisted, resumable sequence of stages: the engine under ``promote()``.
 
-Each finished stage's outputs are written to the workspace (atomically, fsynced)
-before the next stage starts. Running the same promotion again skips every
-finished stage whose outputs are still intact and resumes at the first one
-that is not. Only one process at a time may run a given promotion: the lock is
-an OS file lock, so a holder that crashes (even by SIGKILL) releases it.
+Each stage returns a small frozen dataclass (its ``output`` type); it is
+written to the workspace (atomically, fsynced) before the next stage starts.
+Running the same promotion again skips every finished stage whose outputs are
+still intact and resumes at the first one that is not. Only one process at a
+time may run a given promotion: the lock is an OS file lock, so a holder that
+crashes (even by SIGKILL) releases it, and its ``.holder`` note is removed by
+the next process that takes any promotion lock.
 
 Q: Why check that outputs are "intact" instead of trusting the state file?
 A: The state says a stage finished; the world may disagree (an image was
    pruned, a bundle deleted). A stage whose output is gone runs again; one
    whose output is there is never repeated.
+
+Q: Why does every stage after a re-run stage run again too?
+A: Each stage builds on the ones before it: a rebuilt image has a new id, so
+   the smoke verdict, the pushed digest and the bundle recorded for the old
+   one no longer describe it. Reusing them would ship a record of something
+   else.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -25,7 +34,6 @@ from typing import Any
 
 from .._core.errors import PromotionError, ShipyardError
 
-Outputs = Mapping[str, Any]
 Progress = Callable[["StageEvent"], None]
 
 
@@ -36,14 +44,20 @@ class Stage:
     Attributes:
         name: stable identifier, used in the persisted state.
         title: what the progress display shows.
-        run: does the work; returns JSON-serialisable outputs for later stages.
-        intact: given the recorded outputs, says whether they still hold; default: yes.
+        run: does the work; returns an instance of ``output``.
+        output: the frozen dataclass the stage returns; its fields must be JSON-serialisable
+            (a field that must be a tuple is rebuilt in the class's ``__post_init__``).
+        intact: given the recorded output, says whether it still holds; default: yes.
     """
 
     name: str
     title: str
-    run: Callable[[StageContext], Outputs]
-    intact: Callable[[StageContext, Outputs], bool] = field(default=lambda ctx, out: True)
+    run: Callable[[StageContext], Any]
+    output: type
+    intact: Callable[[StageContext, Any], bool] = field(default=lambda ctx, out: True)
+
+    def load(self, recorded: Mapping[str, Any]) -> Any:
+        return self.output(**recorded)
 
 
 @dataclass(frozen=True)
@@ -65,17 +79,18 @@ class AwaitingApproval(ShipyardError):
 
 @dataclass
 class StageContext:
-    """What stages share: the promotion's key, the outputs of earlier stages, and free-form inputs."""
+    """What stages share: the promotion's key, its inputs (resolved once) and the outputs of earlier stages."""
 
     key: str
-    inputs: dict[str, Any]
+    inputs: Any
     outputs: dict[str, Any] = field(default_factory=dict)
 
-    def output(self, stage: str, name: str) -> Any:
+    def output(self, stage: str) -> Any:
+        """The output of an earlier stage of this pass (a frozen dataclass)."""
         try:
-            return self.outputs[stage][name]
+            return self.outputs[stage]
         except KeyError:
-            raise PromotionError(f"Stage output {stage}.{name} is missing from promotion {self.key}.") from None
+            raise PromotionError(f"The output of stage {stage!r} is missing from promotion {self.key}.") from None
 
 
 @dataclass(frozen=True)
@@ -84,7 +99,7 @@ class StageRecord:
     status: str  # "done" | "failed" | "pending" | "waiting"
     seconds: float
     reused: bool
-    outputs: dict[str, Any]
+    output: Any = None
     error: str | None = None
 
 
@@ -95,7 +110,7 @@ class RunOutcome:
     key: str
     status: str  # "completed" | "awaiting_approval"
     stages: tuple[StageRecord, ...]
-    outputs: dict[str, Any]
+    outputs: dict[str, Any]  # stage name → its output
     state_file: Path
 
 
@@ -165,11 +180,36 @@ def run_stages(
             hint="Wait for it to finish, or pass a longer lock_timeout. A crashed holder releases the lock by itself.",
         ) from None
     try:
+        remove_dead_holders(lock_file.parent)
         holder.write_text(f"pid {os.getpid()} since {_now()}\n")
         return _run_locked(key, stages, ctx, StateFile(state_file), progress)
     finally:
         holder.unlink(missing_ok=True)
         lock.release()
+
+
+def remove_dead_holders(locks_dir: Path) -> list[Path]:
+    """Delete the ``*.holder`` notes of processes that are gone (killed holders cannot delete their own)."""
+    removed = []
+    for note in locks_dir.glob("*.holder"):
+        try:
+            pid = int(note.read_text().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if not _alive(pid):
+            note.unlink(missing_ok=True)
+            removed.append(note)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def _run_locked(
@@ -182,25 +222,30 @@ def _run_locked(
     records: list[StageRecord] = []
     emit = progress or (lambda event: None)
     total = len(stages)
+    rerun = False  # once a stage runs, every stage after it runs too
     for index, stage in enumerate(stages):
         previous = recorded.get(stage.name)
-        if previous and previous.get("status") == "done":
-            ctx.outputs[stage.name] = previous.get("outputs", {})
-            if stage.intact(ctx, ctx.outputs[stage.name]):
-                records.append(StageRecord(stage.name, "done", previous.get("seconds", 0.0), True, ctx.outputs[stage.name]))
+        if not rerun and previous and previous.get("status") == "done":
+            output = stage.load(previous.get("outputs", {}))
+            ctx.outputs[stage.name] = output
+            if stage.intact(ctx, output):
+                records.append(StageRecord(stage.name, "done", previous.get("seconds", 0.0), True, output))
                 emit(StageEvent(stage.name, stage.title, index, total, "reused"))
                 continue
+        rerun = True
         emit(StageEvent(stage.name, stage.title, index, total, "started"))
         started = time.monotonic()
         try:
-            outputs = dict(stage.run(ctx))
+            output = stage.run(ctx)
+            if not isinstance(output, stage.output):
+                raise TypeError(f"stage {stage.name!r} returned {type(output).__name__}, not {stage.output.__name__}")
         except AwaitingApproval as waiting:
             recorded[stage.name] = {"status": "waiting", "since": _now(), "message": waiting.message}
             state["status"] = "awaiting_approval"
             state_file.save(state)
             emit(StageEvent(stage.name, stage.title, index, total, "waiting", message=waiting.message))
-            records.append(StageRecord(stage.name, "waiting", 0.0, False, {}, waiting.message))
-            records += [StageRecord(s.name, "pending", 0.0, False, {}) for s in stages[index + 1 :]]
+            records.append(StageRecord(stage.name, "waiting", 0.0, False, None, waiting.message))
+            records += [StageRecord(s.name, "pending", 0.0, False) for s in stages[index + 1 :]]
             return RunOutcome(key, "awaiting_approval", tuple(records), dict(ctx.outputs), state_file.path)
         except BaseException as exc:
             seconds = time.monotonic() - started
@@ -216,11 +261,11 @@ def _run_locked(
                 hint="Fix the cause and promote again; finished stages are not repeated.",
             ) from exc
         seconds = time.monotonic() - started
-        ctx.outputs[stage.name] = outputs
-        recorded[stage.name] = {"status": "done", "seconds": seconds, "outputs": outputs, "at": _now()}
+        ctx.outputs[stage.name] = output
+        recorded[stage.name] = {"status": "done", "seconds": seconds, "outputs": dataclasses.asdict(output), "at": _now()}
         state["status"] = "running"
         state_file.save(state)
-        records.append(StageRecord(stage.name, "done", seconds, False, outputs))
+        records.append(StageRecord(stage.name, "done", seconds, False, output))
         emit(StageEvent(stage.name, stage.title, index, total, "done", seconds))
     state["status"] = "completed"
     state["completed"] = _now()

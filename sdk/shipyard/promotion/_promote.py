@@ -18,21 +18,128 @@ A: The bundle pins the Deployment to the image's digest, and a registry
 
 from __future__ import annotations
 
-import re
+import dataclasses
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .._core import audit, lineage
-from .._core.errors import DeployError, GateError, GateFailed, PromotionError
-from .._core.workspace import Workspace, current_workspace
+from .._core.errors import DeployError, GateError, GateFailed, ModelNotFound, PromotionError
+from .._core.lineage import Lineage
+from .._core.refs import ModelRef
+from .._core.workspace import Workspace, current_workspace, slug
 from ._machine import AwaitingApproval, RunOutcome, Stage, StageContext, StageEvent, StageRecord, run_stages
 
-RETIRED_TAG = "shipyard.retired"
-REVIEW_PREFIX = "shipyard.review."
 _TARGETS = ("production",)
+
+
+@dataclass(frozen=True)
+class PromotionInputs:
+    """What a promotion was asked to do, resolved once before any stage runs.
+
+    Attributes:
+        workspace: the workspace everything is read from and written to.
+        model: registered model name.
+        version: the registered version to promote, or None for a run not registered yet.
+        run_id: the MLflow run that logged the model.
+        logged_model: the name the model was logged under on the run.
+        candidate: how the candidate is named in messages and the gate report (``iris/3`` or a run id).
+        key: the promotion's key (``<model slug>/v3`` or ``<model slug>/run-<id>``), also its state file.
+    """
+
+    workspace: Workspace
+    model: str
+    version: str | None
+    run_id: str
+    logged_model: str
+    candidate: str
+    key: str
+    target: str = "production"
+    reason: str | None = None
+    holdout: Any = field(default=None, repr=False)
+    canary_weight: int | None = None
+    allow_retired: bool = False
+
+
+# -- what each stage hands to the next (persisted in the state file) --------------------------------
+
+
+@dataclass(frozen=True)
+class GatesPassed:
+    verdict: str
+    report: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Registered:
+    version: str
+    run_id: str
+    lineage: dict[str, Any]  # Lineage.to_dict(), as the state file holds it
+
+    @property
+    def ref(self) -> ModelRef:
+        return ModelRef(name=self.lineage["model"], version=self.version)
+
+
+@dataclass(frozen=True)
+class BentoBuilt:
+    tag: str
+    path: str
+
+
+@dataclass(frozen=True)
+class ImageBuilt:
+    tag: str
+    image_id: str
+    size_bytes: int
+    user: str
+    labels: dict[str, str]
+    python_packages: tuple[tuple[str, str], ...]
+
+    def __post_init__(self) -> None:  # JSON gives lists back
+        object.__setattr__(self, "python_packages", tuple(tuple(p) for p in self.python_packages))
+
+
+@dataclass(frozen=True)
+class SmokePassed:
+    ready_seconds: float
+    rows: int
+    latency_p50_ms: float
+    latency_p95_ms: float
+
+
+@dataclass(frozen=True)
+class Pushed:
+    repository: str
+    digest: str
+    pushed: bool
+
+
+@dataclass(frozen=True)
+class Approval:
+    required: bool
+    by: str | None = None
+    at: str | None = None
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class BundleWritten:
+    path: str
+    image: str
+
+
+@dataclass(frozen=True)
+class Committed:
+    commit: str | None
+
+
+@dataclass(frozen=True)
+class Swapped:
+    champion: str
+    previous: str | None
 
 
 @dataclass(frozen=True)
@@ -77,272 +184,250 @@ class Promotion:
         )
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-") or "model"
-
-
-def _gates(ctx: StageContext) -> dict[str, Any]:
+def _gates(ctx: StageContext) -> GatesPassed:
     from .. import gates
 
+    inputs: PromotionInputs = ctx.inputs
     try:
-        report = gates.load_report(ctx.inputs["candidate"], workspace=ctx.inputs["workspace"])
+        report = gates.load_report(inputs.candidate, workspace=inputs.workspace)
     except GateError as exc:
         raise GateFailed(
-            f"{ctx.inputs['candidate']} has no recorded gate verdict, so it cannot be promoted.",
+            f"{inputs.candidate} has no recorded gate verdict, so it cannot be promoted.",
             hint="Declare gates with @shipyard.gate(...) on a step, or run shipyard.check(...) on it first.",
         ) from exc
     if report.verdict == "fail":
         failed = "; ".join(f"{r.name}: {r.message}" for r in report.results if r.status == "fail")
         raise GateFailed(
-            f"{ctx.inputs['candidate']} failed its blocking gates: {failed}",
+            f"{inputs.candidate} failed its blocking gates: {failed}",
             report=report,
             hint="Train a better model, or override with a written reason: shipyard.check(..., override=..., reason=...).",
         )
-    return {"verdict": report.verdict, "report": report.to_dict()}
+    return GatesPassed(report.verdict, report.to_dict())
 
 
-def _register(ctx: StageContext) -> dict[str, Any]:
+def _register(ctx: StageContext) -> Registered:
     from .. import registry
 
-    ws: Workspace = ctx.inputs["workspace"]
-    if ctx.inputs.get("version"):
-        ref = registry.resolve(f"{ctx.inputs['model']}/{ctx.inputs['version']}", workspace=ws)
+    inputs: PromotionInputs = ctx.inputs
+    ws = inputs.workspace
+    if inputs.version is not None:
+        version = registry.resolve(ModelRef(name=inputs.model, version=inputs.version), workspace=ws)
     else:
-        ref = registry.register(
-            ctx.inputs["model"], ctx.inputs["run_id"], ctx.inputs["logged_model"],
-            reason=f"candidate for {ctx.inputs['target']}", workspace=ws,
+        version = registry.register(
+            inputs.model, inputs.run_id, inputs.logged_model, reason=f"candidate for {inputs.target}", workspace=ws
         )
-    _refuse_retired(ref, ctx.inputs)
-    return {"version": ref.version, "run_id": ref.run_id}
+    _refuse_retired(version, inputs)
+    return Registered(version.version, version.run_id, registry.lineage_of(version, workspace=ws).to_dict())
 
 
-def _version_exists(ctx: StageContext, out: dict[str, Any]) -> bool:
+def _version_exists(ctx: StageContext, out: Registered) -> bool:
     from .. import registry
 
     try:
-        registry.resolve(f"{ctx.inputs['model']}/{out['version']}", workspace=ctx.inputs["workspace"])
-    except Exception:
+        registry.resolve(out.ref, workspace=ctx.inputs.workspace)
+    except ModelNotFound:
         return False
     return True
 
 
-def _refuse_retired(ref: Any, inputs: dict[str, Any]) -> None:
-    if ref.tags.get(RETIRED_TAG) == "true" and not inputs.get("allow_retired"):
+def _refuse_retired(version: Any, inputs: PromotionInputs) -> None:
+    if version.tags.get(lineage.RETIRED) == "true" and not inputs.allow_retired:
+        why = version.tags.get(lineage.retired_tag("reason"), "no reason recorded")
         raise PromotionError(
-            f"{ref} is retired ({ref.tags.get(RETIRED_TAG + '.reason', 'no reason recorded')}) and cannot be promoted.",
+            f"{version} is retired ({why}) and cannot be promoted.",
             hint="Promote a newer version, or pass allow_retired=True with a reason to bring it back on purpose.",
         )
 
 
-def _ref(ctx: StageContext) -> str:
-    return f"{ctx.inputs['model']}/{ctx.output('register', 'version')}"
+def _registered(ctx: StageContext) -> Registered:
+    return ctx.output("register")
 
 
-def _bento(ctx: StageContext) -> dict[str, Any]:
+def _bento(ctx: StageContext) -> BentoBuilt:
     from ..packaging import build_bento
 
-    bento = build_bento(_ref(ctx), say=ctx.inputs["say"])
-    return {"tag": bento.tag, "path": str(bento.path)}
+    bento = build_bento(_registered(ctx).ref)
+    return BentoBuilt(bento.tag, str(bento.path))
 
 
-def _image(ctx: StageContext) -> dict[str, Any]:
-    from ..packaging import build_bento, containerize
+def _image(ctx: StageContext) -> ImageBuilt:
+    from ..packaging import containerize, load_bento
 
-    bento = build_bento(_ref(ctx), say=ctx.inputs["say"])  # reused: built by the previous stage
-    report = containerize(bento, say=ctx.inputs["say"])
-    return {
-        "tag": report.tag,
-        "image_id": report.image_id,
-        "size_bytes": report.size_bytes,
-        "user": report.user,
-        "labels": report.labels,
-    }
+    report = containerize(load_bento(Path(ctx.output("bento").path)))
+    return ImageBuilt(report.tag, report.image_id, report.size_bytes, report.user, report.labels, report.python_packages)
 
 
-def _image_exists(ctx: StageContext, out: dict[str, Any]) -> bool:
+def _image_exists(ctx: StageContext, out: ImageBuilt) -> bool:
     from ..packaging.docker_engine import docker_client
 
     try:
-        return docker_client().images.get(out["image_id"]).id == out["image_id"]
+        return docker_client().images.get(out.image_id).id == out.image_id
     except Exception:
         return False
 
 
-def _smoke(ctx: StageContext) -> dict[str, Any]:
+def _smoke(ctx: StageContext) -> SmokePassed:
     from ..deploy import smoke
+    from ..deploy.container import remove_leftovers
+    from ..packaging.docker_engine import docker_client
 
-    result = smoke(ctx.output("image", "image_id"), model_version=_ref(ctx), holdout=ctx.inputs.get("holdout"))
+    inputs: PromotionInputs = ctx.inputs
+    remove_leftovers(docker_client(), ctx.key)  # a container of an earlier, killed run of this promotion
+    ref = _registered(ctx).ref
+    result = smoke(
+        ctx.output("image").image_id, model_version=ref, holdout=inputs.holdout,
+        container_labels={lineage.CONTAINER_PROMOTION: ctx.key},
+    )
     if not result.passed:
         raise DeployError(
-            f"The image of {_ref(ctx)} failed its smoke test: "
+            f"The image of {ref} failed its smoke test: "
             + "; ".join(f"{g.name}: {g.message}" for g in result.gates if g.status == "fail"),
             hint="Look at the differing row in the message; promote again after fixing the model or the image.",
         )
-    return {
-        "ready_seconds": result.ready_seconds,
-        "rows": result.rows,
-        "latency_p50_ms": result.latency_p50_ms,
-        "latency_p95_ms": result.latency_p95_ms,
-    }
+    return SmokePassed(result.ready_seconds, result.rows, result.latency_p50_ms, result.latency_p95_ms)
 
 
-def _push(ctx: StageContext) -> dict[str, Any]:
-    registry_address = ctx.inputs["workspace"].settings.oci_registry
-    image_id = ctx.output("image", "image_id")
+def _push(ctx: StageContext) -> Pushed:
+    inputs: PromotionInputs = ctx.inputs
+    image: ImageBuilt = ctx.output("image")
+    registry_address = inputs.workspace.settings.oci_registry
     if not registry_address:
         # No registry: pin the local image id; the bundle says how to load it on a node.
-        return {"repository": ctx.output("image", "tag").rsplit(":", 1)[0], "digest": image_id, "pushed": False}
+        return Pushed(image.tag.rsplit(":", 1)[0], image.image_id, False)
     from ..deploy.push import push_image
 
     pushed = push_image(
-        image_id, registry_address, repository=f"shipyard/{_slug(ctx.inputs['model'])}",
-        tag=f"v{ctx.output('register', 'version')}",
+        image.image_id, registry_address, repository=f"shipyard/{slug(inputs.model)}", tag=f"v{_registered(ctx).version}"
     )
-    return {"repository": pushed.repository, "digest": pushed.digest, "pushed": True}
+    return Pushed(pushed.repository, pushed.digest, True)
 
 
-def _image_python_packages(image_id: str) -> tuple[tuple[str, str], ...]:
-    from ..packaging.docker_engine import docker_client
-
-    script = (
-        "import importlib.metadata as m\n"
-        "for d in m.distributions():\n"
-        "    n = d.metadata.get('Name')\n"
-        "    n and print(n + '==' + d.version)\n"
-    )
-    output = docker_client().containers.run(
-        image_id, ["-c", script], entrypoint="python", remove=True, network_disabled=True
-    )
-    from ..deploy.handoff import packages_from_lock
-
-    return packages_from_lock(output.decode().splitlines())
-
-
-def _bundle(ctx: StageContext) -> dict[str, Any]:
-    from .. import registry
-    from ..deploy.handoff import HandoffSpec, write_bundle
-
-    ws: Workspace = ctx.inputs["workspace"]
-    ref = registry.resolve(_ref(ctx), workspace=ws)
-    image_tags = ctx.output("image", "labels")
-    run_tags = _run_tags(ws, ref.run_id)
-    gates_out = ctx.outputs.get("gates", {})
-    report = gates_out.get("report") or {}
-    spec = HandoffSpec(
-        model_name=ctx.inputs["model"],
-        version=ref.version,
-        image_repository=ctx.output("push", "repository"),
-        image_digest=ctx.output("push", "digest"),
-        run_as_user=_uid(ctx.output("image", "user")),
-        lineage={
-            "mlflow_run_id": ref.run_id,
-            "metaflow_pathspec": run_tags.get(lineage.PATHSPEC),
-            "source_sha256": run_tags.get(lineage.SOURCE_SHA256),
-            "data_sha256": {
-                k[len(lineage.DATA_PREFIX) : -len(".sha256")]: v
-                for k, v in run_tags.items()
-                if k.startswith(lineage.DATA_PREFIX) and k.endswith(".sha256")
-            },
-            "git_commit": run_tags.get(lineage.GIT_COMMIT),
-            "bento": ctx.output("bento", "tag"),
-        },
-        gate_report=report,
-        overrides=tuple([report["override"]] if report.get("override") else []),
-        approvals=tuple(_approvals(ref)),
-        image_facts={
-            "tag": ctx.output("image", "tag"),
-            "image_id": ctx.output("image", "image_id"),
-            "size_bytes": ctx.output("image", "size_bytes"),
-            "user": ctx.output("image", "user"),
-            "labels": image_tags,
-            "pushed": ctx.output("push", "pushed"),
-            "smoke": ctx.outputs.get("smoke", {}),
-        },
-        python_packages=_image_python_packages(ctx.output("image", "image_id")),
-        canary_weight=ctx.inputs.get("canary_weight"),
-        previous_image=ctx.inputs.get("previous_image"),
-    )
-    bundle = write_bundle(spec, ws.bundles_dir / _slug(spec.model_name) / spec.version)
-    return {"path": str(bundle.path), "image": bundle.image}
-
-
-def _bundle_exists(ctx: StageContext, out: dict[str, Any]) -> bool:
-    return (Path(out["path"]) / "handoff.json").is_file()
-
-
-def _gitops(ctx: StageContext) -> dict[str, Any]:
-    ws: Workspace = ctx.inputs["workspace"]
-    if ws.settings.gitops_repo is None:
-        return {"commit": None}
-    from ..deploy.gitops import commit_bundle
-
-    version = ctx.output("register", "version")
-    commit = commit_bundle(
-        Path(ctx.output("bundle", "path")), ws.settings.gitops_repo, ws.settings.gitops_path, _slug(ctx.inputs["model"]),
-        f"{ctx.inputs['model']} v{version} to {ctx.inputs['target']}: {ctx.output('push', 'digest')}",
-    )
-    return {"commit": commit}
-
-
-def _approval(ctx: StageContext) -> dict[str, Any]:
+def _approval(ctx: StageContext) -> Approval:
     from .. import registry
 
-    ws: Workspace = ctx.inputs["workspace"]
-    if not ws.settings.require_approval:
-        return {"required": False}
-    ref = registry.resolve(_ref(ctx), workspace=ws)
-    state = ref.tags.get(REVIEW_PREFIX + "state")
-    if state == "approved":
-        return {"required": True, "by": ref.tags.get(REVIEW_PREFIX + "by"), "comment": ref.tags.get(REVIEW_PREFIX + "comment")}
-    if state == "rejected":
+    inputs: PromotionInputs = ctx.inputs
+    if not inputs.workspace.settings.require_approval:
+        return Approval(required=False)
+    version = registry.resolve(_registered(ctx).ref, workspace=inputs.workspace)  # read now: reviews change it
+    review = lineage.review(version.tags)
+    if review.get("state") == "approved":
+        return Approval(True, review.get("by"), review.get("at"), review.get("comment"))
+    if review.get("state") == "rejected":
         raise PromotionError(
-            f"{ref} was rejected by {ref.tags.get(REVIEW_PREFIX + 'by')}: {ref.tags.get(REVIEW_PREFIX + 'comment')}",
+            f"{version} was rejected by {review.get('by')}: {review.get('comment')}",
             hint="Address the review comment with a new version; a rejected version is never made champion.",
         )
     raise AwaitingApproval(
-        f"{ref} is packaged and waiting for an engineer's approval (`shipyard review {ref}`, then "
-        f"`shipyard approve {ref} -m '...'`).",
+        f"{version} is packaged and waiting for an engineer's approval (`shipyard review {version}`, then "
+        f"`shipyard approve {version} -m '...'`).",
     )
 
 
-def _aliases(ctx: StageContext) -> dict[str, Any]:
+def _bundle(ctx: StageContext) -> BundleWritten:
+    from ..deploy.handoff import write_bundle
+
+    inputs: PromotionInputs = ctx.inputs
+    spec = handoff_spec(ctx)
+    bundle = write_bundle(spec, inputs.workspace.bundle_dir(inputs.model, spec.version))
+    return BundleWritten(str(bundle.path), bundle.image)
+
+
+def handoff_spec(ctx: StageContext) -> Any:
+    """The :class:`~shipyard.deploy.handoff.HandoffSpec` of this promotion, from the earlier stages' outputs."""
+    from ..deploy.handoff import HandoffSpec
+
+    inputs: PromotionInputs = ctx.inputs
+    registered, image, pushed = _registered(ctx), ctx.output("image"), ctx.output("push")
+    gates: GatesPassed = ctx.output("gates")
+    approval: Approval = ctx.output("approval")
+    report = gates.report
+    return HandoffSpec(
+        model_name=inputs.model,
+        version=registered.version,
+        image_repository=pushed.repository,
+        image_digest=pushed.digest,
+        run_as_user=_uid(image.user),
+        lineage=Lineage.from_dict(registered.lineage),
+        gate_report=report,
+        overrides=tuple([report["override"]] if report.get("override") else []),
+        approvals=(
+            ({"by": approval.by, "at": approval.at, "comment": approval.comment},)
+            if approval.required and approval.by
+            else ()
+        ),
+        image_facts={
+            "tag": image.tag,
+            "image_id": image.image_id,
+            "size_bytes": image.size_bytes,
+            "user": image.user,
+            "labels": image.labels,
+            "bento": ctx.output("bento").tag,
+            "pushed": pushed.pushed,
+            "smoke": dataclasses.asdict(ctx.output("smoke")),
+        },
+        python_packages=image.python_packages,
+        canary_weight=inputs.canary_weight,
+        previous_image=_champion_image(inputs) if inputs.canary_weight is not None else None,
+    )
+
+
+def _champion_image(inputs: PromotionInputs) -> str | None:
+    """The image the current champion's bundle pins (the stable side of a canary)."""
+    from .. import registry
+    from ..deploy.handoff import read_bundle
+
+    champion = registry.champion(inputs.model, workspace=inputs.workspace)
+    if champion is None:
+        return None
+    directory = inputs.workspace.bundle_dir(inputs.model, champion.version)
+    return read_bundle(directory).image if (directory / "handoff.json").is_file() else None
+
+
+def _bundle_exists(ctx: StageContext, out: BundleWritten) -> bool:
+    return (Path(out.path) / "handoff.json").is_file()
+
+
+def _gitops(ctx: StageContext) -> Committed:
+    inputs: PromotionInputs = ctx.inputs
+    settings = inputs.workspace.settings
+    if settings.gitops_repo is None:
+        return Committed(None)
+    from ..deploy.gitops import commit_bundle
+
+    version, digest = _registered(ctx).version, ctx.output("push").digest
+    commit = commit_bundle(
+        Path(ctx.output("bundle").path), settings.gitops_repo, settings.gitops_path, slug(inputs.model),
+        f"{inputs.model} v{version} to {inputs.target}: {digest}",
+    )
+    return Committed(commit)
+
+
+def _aliases(ctx: StageContext) -> Swapped:
     from .. import registry
 
-    ws: Workspace = ctx.inputs["workspace"]
+    inputs: PromotionInputs = ctx.inputs
     swap = registry.swap_champion(
-        ctx.inputs["model"], ctx.output("register", "version"),
-        reason=ctx.inputs.get("reason") or f"promoted to {ctx.inputs['target']}", workspace=ws,
+        inputs.model, _registered(ctx).version, reason=inputs.reason or f"promoted to {inputs.target}",
+        workspace=inputs.workspace,
     )
-    _point_current(ws, ctx.inputs["model"], Path(ctx.output("bundle", "path")))
-    return {"champion": swap.champion.version, "previous": swap.previous.version if swap.previous else None}
+    point_current(inputs.workspace, inputs.model, Path(ctx.output("bundle").path))
+    return Swapped(swap.champion.version, swap.previous.version if swap.previous else None)
 
 
-def _is_champion(ctx: StageContext, out: dict[str, Any]) -> bool:
+def _is_champion(ctx: StageContext, out: Swapped) -> bool:
     from .. import registry
 
-    champion = registry.champion(ctx.inputs["model"], workspace=ctx.inputs["workspace"])
-    return champion is not None and champion.version == out["champion"]
+    champion = registry.champion(ctx.inputs.model, workspace=ctx.inputs.workspace)
+    return champion is not None and champion.version == out.champion
 
 
-def _point_current(ws: Workspace, model: str, bundle: Path) -> None:
+def point_current(ws: Workspace, model: str, bundle: Path) -> None:
     """``bundles/<model>/current`` → the champion's bundle (replaced atomically)."""
-    link = ws.bundles_dir / _slug(model) / "current"
+    link = ws.model_bundles(model) / "current"
     tmp = link.with_name(".current.tmp")
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(bundle.name)
     tmp.replace(link)
-
-
-def _run_tags(ws: Workspace, run_id: str) -> dict[str, str]:
-    from ..tracking._client import client_for
-
-    return dict(client_for(ws).get_run(run_id).data.tags) if run_id else {}
-
-
-def _approvals(ref: Any) -> list[dict[str, Any]]:
-    if ref.tags.get(REVIEW_PREFIX + "state") != "approved":
-        return []
-    return [{k: ref.tags.get(REVIEW_PREFIX + k) for k in ("by", "at", "comment")}]
 
 
 def _uid(user: str) -> int:
@@ -356,16 +441,16 @@ def _uid(user: str) -> int:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("gates", "Check gates", _gates),
-    Stage("register", "Register version (challenger)", _register, _version_exists),
-    Stage("bento", "Build bento", _bento, lambda ctx, out: Path(out["path"]).is_dir()),
-    Stage("image", "Build image", _image, _image_exists),
-    Stage("smoke", "Smoke and parity test", _smoke),
-    Stage("push", "Push image", _push),
-    Stage("approval", "Engineer approval", _approval),
-    Stage("bundle", "Write handoff bundle", _bundle, _bundle_exists),
-    Stage("gitops", "Commit bundle to GitOps repository", _gitops),
-    Stage("aliases", "Swap champion", _aliases, _is_champion),
+    Stage("gates", "Check gates", _gates, GatesPassed),
+    Stage("register", "Register version (challenger)", _register, Registered, _version_exists),
+    Stage("bento", "Build bento", _bento, BentoBuilt, lambda ctx, out: Path(out.path).is_dir()),
+    Stage("image", "Build image", _image, ImageBuilt, _image_exists),
+    Stage("smoke", "Smoke and parity test", _smoke, SmokePassed),
+    Stage("push", "Push image", _push, Pushed),
+    Stage("approval", "Engineer approval", _approval, Approval),
+    Stage("bundle", "Write handoff bundle", _bundle, BundleWritten, _bundle_exists),
+    Stage("gitops", "Commit bundle to GitOps repository", _gitops, Committed),
+    Stage("aliases", "Swap champion", _aliases, Swapped, _is_champion),
 )
 
 
@@ -386,7 +471,8 @@ def promote(
     """Promote a tracked run (or a registered version) to production, all or nothing.
 
     Args:
-        candidate: an MLflow run id, a ``RunResult``, or a registered version ``"NAME/VERSION"``.
+        candidate: an MLflow run id, a ``RunResult``, or a registered version (``"NAME/VERSION"``,
+            ``"NAME@ALIAS"``, a :class:`~shipyard.ModelRef`).
         to: deployment target (``"production"``).
         model_name: registered model name for a run; default: the run's flow name.
         model: name the model was logged under on the run.
@@ -411,35 +497,33 @@ def promote(
     if to not in _TARGETS:
         raise PromotionError(f"Unknown promotion target {to!r}.", hint=f"Use one of: {', '.join(_TARGETS)}.")
     ws = workspace or current_workspace()
-    inputs = _inputs(candidate, ws, model_name=model_name, model=model)
-    inputs.update(
-        target=to, reason=reason, holdout=holdout, canary_weight=canary_weight,
-        allow_retired=allow_retired, workspace=ws, say=lambda text: None,
+    inputs = resolve_inputs(
+        candidate, ws, model_name=model_name, model=model, target=to, reason=reason, holdout=holdout,
+        canary_weight=canary_weight, allow_retired=allow_retired,
     )
     if allow_retired:
-        audit.append("promotion.allow_retired", workspace=ws, model=inputs["model"], candidate=inputs["candidate"], reason=reason)
-    key = f"{_slug(inputs['model'])}/{inputs['key']}"
-    display = progress or _terminal_progress()
+        audit.append("promotion.allow_retired", workspace=ws, model=inputs.model, candidate=inputs.candidate, reason=reason)
     outcome: RunOutcome = run_stages(
-        key,
+        inputs.key,
         STAGES,
-        StageContext(key, inputs),
-        state_file=ws.promotions_dir / f"{key}.json",
-        lock_file=ws.locks_dir / f"promote-{_slug(inputs['model'])}.lock",
+        StageContext(inputs.key, inputs),
+        state_file=ws.promotions_dir / f"{inputs.key}.json",
+        lock_file=ws.lock_path("promote", inputs.model),
         lock_timeout=lock_timeout,
-        progress=display,
+        progress=progress or _terminal_progress(),
     )
     out = outcome.outputs
+    bundle: BundleWritten | None = out.get("bundle")
     promotion = Promotion(
-        model=inputs["model"],
-        version=str(out.get("register", {}).get("version", inputs.get("version") or "")),
+        model=inputs.model,
+        version=out["register"].version if "register" in out else inputs.version or "",
         target=to,
         status=outcome.status,
         stages=outcome.stages,
-        image=out.get("bundle", {}).get("image"),
-        image_digest=out.get("push", {}).get("digest"),
-        bundle_path=Path(out["bundle"]["path"]) if "bundle" in out else None,
-        verdict=out.get("gates", {}).get("verdict"),
+        image=bundle.image if bundle else None,
+        image_digest=out["push"].digest if "push" in out else None,
+        bundle_path=Path(bundle.path) if bundle else None,
+        verdict=out["gates"].verdict if "gates" in out else None,
         state_file=outcome.state_file,
     )
     audit.append(
@@ -449,35 +533,46 @@ def promote(
     return promotion
 
 
-def _inputs(candidate: Any, ws: Workspace, *, model_name: str | None, model: str) -> dict[str, Any]:
+def resolve_inputs(candidate: Any, ws: Workspace, *, model_name: str | None, model: str, **options: Any) -> PromotionInputs:
+    """Resolve what to promote, once: a registered version, or a run and the model name it registers as.
+
+    Raises:
+        PromotionError: ``candidate`` names no model, or its run logged no model named ``model``.
+        ModelNotFound: the version does not exist.
+    """
     from .. import registry
 
-    run_id = getattr(candidate, "mlflow_run_id", None) or (candidate if isinstance(candidate, str) else None)
-    if run_id is None:
+    try:
+        ref = ModelRef.of(candidate)
+    except ModelNotFound as exc:
         raise PromotionError(
-            f"Cannot promote a {type(candidate).__name__}.",
+            f"Cannot promote {candidate!r}.",
             hint="Pass a RunResult, an MLflow run id, or a registered version like 'iris/3'.",
+        ) from exc
+    if not ref.is_run:
+        version = registry.resolve(ref, workspace=ws)
+        return PromotionInputs(
+            ws, version.name, version.version, version.run_id, model, str(version),
+            f"{slug(version.name)}/v{version.version}", **options,
         )
-    if "/" in run_id or "@" in run_id:
-        ref = registry.resolve(run_id, workspace=ws)
-        return {"model": ref.name, "version": ref.version, "run_id": ref.run_id, "logged_model": model,
-                "candidate": str(ref), "key": f"v{ref.version}"}
-    tags = _run_tags_or_fail(ws, run_id)
-    if not tags.get(lineage.model_tag(model, "uri")):
+    assert ref.run_id is not None
+    tags = _run_tags(ws, ref.run_id)
+    if model not in lineage.logged_models(tags):
         raise PromotionError(
-            f"Run {run_id} has no model logged as {model!r}, so there is nothing to promote.",
+            f"Run {ref.run_id} has no model logged as {model!r}, so there is nothing to promote.",
             hint="Log one with shipyard.log_model(model, name=...) in the flow, or pass model= its name.",
         )
     name = model_name or tags.get(lineage.FLOW) or "model"
-    return {"model": name, "version": None, "run_id": run_id, "logged_model": model, "candidate": run_id,
-            "key": f"run-{run_id}"}
+    return PromotionInputs(ws, name, None, ref.run_id, model, ref.run_id, f"{slug(name)}/run-{ref.run_id}", **options)
 
 
-def _run_tags_or_fail(ws: Workspace, run_id: str) -> dict[str, str]:
+def _run_tags(ws: Workspace, run_id: str) -> dict[str, str]:
     from mlflow.exceptions import MlflowException
 
+    from ..tracking._client import client_for
+
     try:
-        return _run_tags(ws, run_id)
+        return dict(client_for(ws).get_run(run_id).data.tags)
     except MlflowException as exc:
         raise PromotionError(
             f"No tracked run {run_id!r} in {ws.tracking_uri}.",

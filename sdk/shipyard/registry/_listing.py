@@ -14,11 +14,8 @@ from typing import Any
 from .._core import lineage
 from .._core.errors import ModelNotFound, RegistryError
 from .._core.workspace import Workspace, current_workspace
+from ._registry import _first_line
 
-RETIRED_TAG = "shipyard.retired"
-REVIEW_PREFIX = "shipyard.review."
-_GATE_META = ("verdict", "report")
-_OVERRIDE = "override."
 
 
 @dataclass(frozen=True)
@@ -136,16 +133,7 @@ def model_versions(name: str, *, workspace: Workspace | None = None) -> list[Ver
 
 def _info(mv: Any, run: Any, aliases: tuple[str, ...]) -> VersionInfo:
     tags = dict(mv.tags or {})
-    gates: dict[str, str] = {}
-    override: dict[str, str] = {}
-    for key, value in tags.items():
-        if not key.startswith(lineage.GATE_PREFIX):
-            continue
-        gate = key[len(lineage.GATE_PREFIX) :]
-        if gate.startswith(_OVERRIDE):
-            override[gate[len(_OVERRIDE) :]] = value
-        elif gate not in _GATE_META:
-            gates[gate] = value
+    review = lineage.review(tags)
     run_tags = dict(run.data.tags) if run is not None else {}
     created = getattr(mv, "creation_timestamp", None)
     return VersionInfo(
@@ -154,14 +142,14 @@ def _info(mv: Any, run: Any, aliases: tuple[str, ...]) -> VersionInfo:
         run_id=mv.run_id or "",
         aliases=aliases,
         created_at=datetime.fromtimestamp(created / 1000, tz=timezone.utc) if created else None,
-        author=run_tags.get("mlflow.user") or (getattr(mv, "user_id", None) or ""),
+        author=run_tags.get(lineage.MLFLOW_USER) or (getattr(mv, "user_id", None) or ""),
         metrics=dict(run.data.metrics) if run is not None else {},
-        gates=gates,
-        verdict=tags.get(lineage.GATE_PREFIX + "verdict"),
-        override=override or None,
-        retired=tags.get(RETIRED_TAG) == "true",
-        review_state=tags.get(REVIEW_PREFIX + "state"),
-        review={k: tags[REVIEW_PREFIX + k] for k in ("by", "at", "comment") if REVIEW_PREFIX + k in tags},
+        gates=lineage.gate_statuses(tags),
+        verdict=tags.get(lineage.GATE_VERDICT),
+        override=lineage.gate_override(tags),
+        retired=tags.get(lineage.RETIRED) == "true",
+        review_state=review.get("state"),
+        review={k: review[k] for k in lineage.REVIEW_FIELDS if k in review},
         tags=tags,
     )
 
@@ -188,8 +176,3 @@ def _run_or_none(client: Any, run_id: str | None, cache: dict[str, Any]) -> Any:
 
 def _quote(name: str) -> str:
     return name.replace("'", "\\'")
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

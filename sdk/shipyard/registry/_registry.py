@@ -12,10 +12,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._core import audit, lineage
 from .._core.errors import GateFailed, ModelNotFound, RegistryError
+from .._core.lineage import Lineage
+from .._core.refs import GRAMMAR, ModelRef
 from .._core.workspace import Workspace, current_workspace
 
 if TYPE_CHECKING:
@@ -24,11 +27,8 @@ if TYPE_CHECKING:
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 PREVIOUS = "previous"
-ALIAS_PREFIX = "shipyard.alias."
-VERDICT_TAG = f"{lineage.GATE_PREFIX}verdict"
 AUDIT_EVENT = "alias.move"
 
-_REF = re.compile(r"^(?:models:/)?(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w.-]+))$")
 _ALIAS = re.compile(r"^[A-Za-z_][\w-]{0,254}$")
 
 
@@ -53,9 +53,13 @@ class ModelVersionRef:
     tags: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
+    def ref(self) -> ModelRef:
+        return ModelRef(name=self.name, version=self.version)
+
+    @property
     def uri(self) -> str:
         """``models:/NAME/VERSION``, loadable by ``mlflow.pyfunc.load_model``."""
-        return f"models:/{self.name}/{self.version}"
+        return self.ref.uri
 
     def __str__(self) -> str:
         return f"{self.name}/{self.version}"
@@ -68,32 +72,6 @@ class SwapResult:
     champion: ModelVersionRef
     previous: ModelVersionRef | None
     moves: int
-
-
-def alias_tag(alias: str, what: str) -> str:
-    """Tag name recording an alias move on the version it landed on, e.g. ``shipyard.alias.champion.by``."""
-    return f"{ALIAS_PREFIX}{alias}.{what}"
-
-
-def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
-    """Split ``NAME/3``, ``NAME@champion`` or ``models:/NAME/3`` into ``(name, version, alias)``.
-
-    Raises:
-        ModelNotFound: ``ref`` is not a model version reference.
-
-    Example:
-        >>> parse_ref("models:/iris/3")
-        ('iris', '3', None)
-        >>> parse_ref("iris@champion")
-        ('iris', None, 'champion')
-    """
-    match = _REF.match(str(ref).strip())
-    if match is None:
-        raise ModelNotFound(
-            f"{ref!r} is not a model version reference.",
-            hint="Use NAME/VERSION, NAME@ALIAS or models:/NAME/VERSION, e.g. 'iris/3' or 'iris@champion'.",
-        )
-    return match["name"], match["version"], match["alias"]
 
 
 def _client(ws: Workspace) -> MlflowClient:
@@ -125,15 +103,17 @@ def _to_ref(mv: Any) -> ModelVersionRef:
     )
 
 
-def resolve(ref: str | ModelVersionRef, *, workspace: Workspace | None = None) -> ModelVersionRef:
-    """Read a model version from the registry.
+def resolve(ref: Any, *, workspace: Workspace | None = None) -> ModelVersionRef:
+    """Read a registered model version: the one way from a reference to a version.
 
     Args:
-        ref: ``NAME/VERSION``, ``NAME@ALIAS``, ``models:/NAME/VERSION``, ``models:/NAME@ALIAS``
-            or a :class:`ModelVersionRef` (read again, so aliases and tags are current).
+        ref: ``NAME/VERSION``, ``NAME@ALIAS``, ``models:/NAME/VERSION``, ``models:/NAME@ALIAS``,
+            a :class:`~shipyard.ModelRef`, or a registered version (anything with ``name`` and
+            ``version``; read again, so aliases and tags are current).
 
     Raises:
-        ModelNotFound: the model, version or alias does not exist.
+        ModelNotFound: the model, version or alias does not exist, or ``ref`` names a run
+            (a run has no registered version until it is registered).
         RegistryError: the registry could not be read.
 
     Example:
@@ -143,24 +123,79 @@ def resolve(ref: str | ModelVersionRef, *, workspace: Workspace | None = None) -
     from mlflow.exceptions import MlflowException
 
     ws = workspace or current_workspace()
-    if isinstance(ref, ModelVersionRef):
-        name, version, alias = ref.name, ref.version, None
-    else:
-        name, version, alias = parse_ref(ref)
+    parsed = ModelRef.of(ref)
+    if parsed.is_run:
+        raise ModelNotFound(
+            f"{parsed} is a run, not a registered model version.",
+            hint=f"Register it first (shipyard.registry.register(name, run_id)), or pass {GRAMMAR}.",
+        )
     client = _client(ws)
     try:
-        if version is not None:
-            mv = client.get_model_version(name, version)
+        if parsed.version is not None:
+            mv = client.get_model_version(parsed.name, parsed.version)
         else:
-            mv = client.get_model_version_by_alias(name, alias)  # type: ignore[arg-type]
+            mv = client.get_model_version_by_alias(parsed.name, parsed.alias)
     except MlflowException as exc:
         if _not_found(exc):
             raise ModelNotFound(
-                f"Model version {ref!s} does not exist in the registry at {ws.registry_uri} ({_first_line(exc)}).",
+                f"Model version {parsed} does not exist in the registry at {ws.registry_uri} ({_first_line(exc)}).",
                 hint="Check the name, version or alias (the MLflow UI lists them), or register the model first.",
             ) from exc
-        raise RegistryError(f"Could not read {ref!s} from the model registry: {_first_line(exc)}") from exc
+        raise RegistryError(f"Could not read {parsed} from the model registry: {_first_line(exc)}") from exc
     return _to_ref(mv)
+
+
+def lineage_of(version: ModelVersionRef, *, workspace: Workspace | None = None) -> Lineage:
+    """The :class:`~shipyard.Lineage` of a registered version, from its tags and its run's.
+
+    Example:
+        >>> registry.lineage_of(registry.resolve("iris/3")).pathspec     # doctest: +SKIP
+        'TrainFlow/1733050000000000'
+    """
+    from mlflow.exceptions import MlflowException
+
+    run_tags: dict[str, str] = {}
+    if version.run_id:
+        try:
+            run_tags = dict(_client(workspace or current_workspace()).get_run(version.run_id).data.tags)
+        except MlflowException:  # a deleted run: the version's own tags still say most of it
+            run_tags = {}
+    return Lineage.from_tags(run_tags, version.tags, name=version.name, version=version.version, run_id=version.run_id)
+
+
+def set_version_tags(
+    version: ModelVersionRef,
+    tags: Mapping[str, str],
+    *,
+    replace_prefix: str | None = None,
+    workspace: Workspace | None = None,
+) -> None:
+    """Write tags on a registered version: the one place model-version tags are written.
+
+    Args:
+        tags: tag name → value (values are cut at MLflow's 5000 characters).
+        replace_prefix: first delete the version's tags under this prefix that ``tags`` does
+            not set again (a gate verdict must not keep the gates of an earlier check).
+
+    Raises:
+        RegistryError: the registry refused a write.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _client(workspace or current_workspace())
+    try:
+        if replace_prefix is not None:
+            current = client.get_model_version(version.name, version.version).tags or {}
+            for key in current:
+                if key.startswith(replace_prefix) and key not in tags:
+                    client.delete_model_version_tag(version.name, version.version, key)
+        for key, value in tags.items():
+            client.set_model_version_tag(version.name, version.version, key, str(value)[:5000])
+    except MlflowException as exc:
+        raise RegistryError(
+            f"Could not write tags on {version}: {_first_line(exc)}",
+            hint="Check that the registry is reachable and writable, then try again.",
+        ) from exc
 
 
 def champion(name: str, *, workspace: Workspace | None = None) -> ModelVersionRef | None:
@@ -226,19 +261,17 @@ def register(
             hint="Pass the MLflow run id of a tracked run, e.g. shipyard.run(Flow).mlflow_run_id.",
         ) from exc
     tags = run.data.tags
-    uri = tags.get(lineage.model_tag(model, "uri"))
+    uri = lineage.logged_models(tags).get(model)
     if not uri:
-        logged = sorted(
-            k[len(lineage.MODEL_PREFIX) : -len(".uri")]
-            for k in tags
-            if k.startswith(lineage.MODEL_PREFIX) and k.endswith(".uri")
-        )
+        logged = sorted(lineage.logged_models(tags))
         raise ModelNotFound(
             f"Run {run_id} has no model logged as {model!r} (models logged: {', '.join(logged) or 'none'}).",
             hint="Log it with shipyard.log_model(model, name=...) or pass model= the name it was logged under.",
         )
     model_id = uri[len("models:/") :] if uri.startswith("models:/m-") else None
+    # the version carries its gates and its lineage, so it reads whole without its run
     version_tags = {k: v for k, v in tags.items() if k.startswith(lineage.GATE_PREFIX)}
+    version_tags.update(Lineage.from_tags(tags, model=model).to_tags())
     for key in (lineage.model_tag(model, "sha256"), lineage.model_tag(model, "flavor")):
         if key in tags:
             version_tags[key] = tags[key]
@@ -248,7 +281,10 @@ def register(
         except MlflowException as exc:
             if exc.error_code not in {"RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"}:
                 raise
-        mv = client.create_model_version(name, source=uri, run_id=run_id, tags=version_tags, model_id=model_id)
+        from ..tracking._mlflow import fluent_store
+
+        with fluent_store(ws):  # MLflow looks a logged model's "models:/m-…" source up through its fluent store
+            mv = client.create_model_version(name, source=uri, run_id=run_id, tags=version_tags, model_id=model_id)
     except MlflowException as exc:
         raise RegistryError(
             f"The registry refused to register {uri} as a version of {name!r}: {_first_line(exc)}",
@@ -257,15 +293,14 @@ def register(
     audit.append("model.register", workspace=ws, model=name, version=str(mv.version), run_id=run_id, source=uri)
     if alias:
         return set_alias(name, alias, str(mv.version), reason=reason or f"registered from run {run_id}", workspace=ws)
-    return resolve(f"{name}/{mv.version}", workspace=ws)
+    return resolve(ModelRef(name=name, version=str(mv.version)), workspace=ws)
 
 
 def _lock(ws: Workspace, name: str) -> Any:
     from filelock import FileLock
 
     ws.locks_dir.mkdir(parents=True, exist_ok=True)
-    safe = re.sub(r"[^\w.-]", "_", name)
-    return FileLock(str(ws.locks_dir / f"registry-{safe}.lock"))
+    return FileLock(str(ws.lock_path("registry", name)))
 
 
 def _check_reason(reason: str | None, what: str) -> str:
@@ -303,7 +338,7 @@ def _move(
     if target is not None:
         prefix = "" if version is not None else "removed."
         for what, value in (("by", who), ("at", when), ("reason", reason), ("from_version", from_version or "")):
-            client.set_model_version_tag(name, target, alias_tag(alias, prefix + what), value[:5000])
+            client.set_model_version_tag(name, target, lineage.alias_tag(alias, prefix + what), value[:5000])
     return audit.append(
         AUDIT_EVENT,
         workspace=ws,
@@ -333,10 +368,10 @@ def set_alias(
     if not _ALIAS.match(alias) or alias.isdigit():
         raise RegistryError(f"{alias!r} is not a valid alias.", hint="Use letters, digits, _ and -, e.g. 'champion'.")
     client = _client(ws)
-    resolve(f"{name}/{version}", workspace=ws)
+    resolve(ModelRef(name=name, version=str(version)), workspace=ws)
     with _lock(ws, name):
         _move(ws, client, name, alias, str(version), reason)
-    return resolve(f"{name}/{version}", workspace=ws)
+    return resolve(ModelRef(name=name, version=str(version)), workspace=ws)
 
 
 def remove_alias(name: str, alias: str, *, reason: str, workspace: Workspace | None = None) -> None:
@@ -376,10 +411,10 @@ def swap_champion(name: str, version: str | int, reason: str, *, workspace: Work
     ws = workspace or current_workspace()
     reason = _check_reason(reason, f"Swapping the champion of {name}")
     version = str(version)
-    candidate = resolve(f"{name}/{version}", workspace=ws)
-    if candidate.tags.get(VERDICT_TAG) == "fail":
+    candidate = resolve(ModelRef(name=name, version=str(version)), workspace=ws)
+    if candidate.tags.get(lineage.GATE_VERDICT) == "fail":
         raise GateFailed(
-            f"{name}/{version} failed its blocking gates (tag {VERDICT_TAG}=fail); it cannot become champion.",
+            f"{name}/{version} failed its blocking gates (tag {lineage.GATE_VERDICT}=fail); it cannot become champion.",
             hint="Train a better model, or record an override with a written reason: "
             "shipyard.check(..., override=[...], reason='...').",
         )
@@ -408,8 +443,8 @@ def swap_champion(name: str, version: str | int, reason: str, *, workspace: Work
         if challenger is not None and challenger.version == version:
             _move(ws, client, name, CHALLENGER, None, f"became champion: {reason}")
             moves += 1
-    previous = resolve(f"{name}/{old.version}", workspace=ws) if old is not None else None
-    return SwapResult(resolve(f"{name}/{version}", workspace=ws), previous, moves)
+    previous = resolve(ModelRef(name=name, version=str(old.version)), workspace=ws) if old is not None else None
+    return SwapResult(resolve(ModelRef(name=name, version=str(version)), workspace=ws), previous, moves)
 
 
 def rollback(name: str, reason: str, *, workspace: Workspace | None = None) -> SwapResult:

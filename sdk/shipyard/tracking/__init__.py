@@ -3,6 +3,10 @@
 ``log_metric`` only enqueues on the caller's thread; a background writer sends
 batches and spools to the workspace when the tracker is unreachable. See
 :mod:`shipyard.tracking._buffer` for the delivery guarantees.
+
+Everything here talks to MLflow through the workspace's own client and leaves
+MLflow's process-wide (fluent) URIs as the user set them; the one exception,
+around a flavor's ``log_model``, puts them back (:mod:`._mlflow`).
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ from typing import Any
 
 from .._core.errors import TrackingUnavailable
 from .._core.workspace import Workspace, current_workspace
+from ._catalog import TrackedRun, get_run, runs
 from ._context import ActiveRun, as_number, attach, check_name, current, current_or_none, detach
 from ._datasets import DatasetInfo, log_dataset
-from ._history import MetricFollower, MetricHistory, MetricPoint, metric_history
-from ._models import LoggedModel, log_model
+from ._history import MetricFollower, MetricHistory, metric_history
+from ._models import LoggedModel, download_model, load_model, log_model
+from ._points import MetricPoint
 from ._runs import create_run, finish_run
 
 __all__ = [
@@ -27,14 +33,19 @@ __all__ = [
     "MetricFollower",
     "MetricHistory",
     "MetricPoint",
+    "TrackedRun",
     "active_run_id",
+    "download_model",
     "flush",
+    "get_run",
     "log_dataset",
     "log_metric",
     "log_metrics",
     "log_model",
     "log_params",
+    "load_model",
     "metric_history",
+    "runs",
     "start_run",
     "sync",
 ]
@@ -64,8 +75,7 @@ def log_metric(name: str, value: float, step: int | None = None) -> None:
     if step is None:
         step = steps.get(name, 0)
     steps[name] = step + 1
-    run.buffer.put(name, value, int(time.time() * 1000), step)
-
+    run.buffer.put(name, step, value, int(time.time() * 1000))
 
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:

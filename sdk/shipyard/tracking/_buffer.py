@@ -19,19 +19,16 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .._core.errors import TrackingError
+from ._points import Point
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
-
-    from ._live import LiveLog
-
-Point = tuple[str, float, int, int]  # key, value, timestamp (ms), step
 
 # MLflow answers these for data it will never accept: retrying cannot help.
 _PERMANENT_CODES = frozenset({"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "INVALID_STATE"})
@@ -48,8 +45,20 @@ class FlushResult:
     spooled_batches: int
 
 
+class PointCopy(Protocol):
+    """Where the buffer hands a copy of every point as it leaves memory (the live log, :mod:`._live`)."""
+
+    def write(self, points: list[Point]) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Spool:
-    """Batches waiting for the tracker, one fsynced JSON-lines file per batch."""
+    """Batches waiting for the tracker, one fsynced JSON-lines file per batch.
+
+    A metric line is ``{"metric": key, "value": …, "ts": …, "step": …}``; the
+    keys stay as they are so that batches spooled by older versions replay.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -65,7 +74,7 @@ class Spool:
                 fh.write(json.dumps({"param": key, "value": value}) + "\n")
             for key, value in tags:
                 fh.write(json.dumps({"tag": key, "value": value}) + "\n")
-            for key, value, ts, step in points:
+            for key, step, value, ts in points:
                 fh.write(json.dumps({"metric": key, "value": value, "ts": ts, "step": step}) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
@@ -88,7 +97,7 @@ class Spool:
                 continue
             rec = json.loads(line)
             if "metric" in rec:
-                points.append((rec["metric"], float(rec["value"]), int(rec["ts"]), int(rec["step"])))
+                points.append((rec["metric"], int(rec["step"]), float(rec["value"]), int(rec["ts"])))
             elif "param" in rec:
                 params.append((rec["param"], rec["value"]))
             else:
@@ -108,7 +117,7 @@ def send_batch(
 
     client.log_batch(
         run_id,
-        metrics=[Metric(key, value, ts, step) for key, value, ts, step in points],
+        metrics=[Metric(key, value, ts, step) for key, step, value, ts in points],
         params=[Param(k, v) for k, v in params],
         tags=[RunTag(k, v) for k, v in tags],
         synchronous=True,
@@ -143,7 +152,7 @@ class MetricBuffer:
         spool_dir: workspace folder for batches that could not be sent.
         flush_interval: seconds between background flushes.
         batch_size: points per ``log_batch`` call (≤ 1000).
-        live: where a copy of every point goes as it leaves memory, for live views (see :mod:`._live`).
+        live: where a copy of every point goes as it leaves memory, for live views (the live log).
     """
 
     def __init__(
@@ -154,7 +163,7 @@ class MetricBuffer:
         *,
         flush_interval: float = 0.2,
         batch_size: int = 1000,
-        live: LiveLog | None = None,
+        live: PointCopy | None = None,
     ) -> None:
         self._client_factory = client_factory
         self._client: MlflowClient | None = None
@@ -177,8 +186,9 @@ class MetricBuffer:
         self._thread.start()
 
     # -- caller side: only appends -------------------------------------------------
-    def put(self, key: str, value: float, timestamp_ms: int, step: int) -> None:
-        self._points.append((key, value, timestamp_ms, step))
+    def put(self, key: str, step: int, value: float, timestamp_ms: int) -> None:
+        """Queue one point; the arguments are a :data:`~._points.Point` in its order."""
+        self._points.append((key, step, value, timestamp_ms))
 
     def put_params(self, params: dict[str, str]) -> None:
         self._params.extend(params.items())

@@ -1,4 +1,10 @@
-"""MLflow clients and experiments for a workspace."""
+"""MLflow clients and experiments for a workspace, and MLflow's errors as shipyard's.
+
+The client holds the workspace's URIs; nothing here touches MLflow's
+process-wide (fluent) state, so a user's own ``mlflow.*`` calls keep the store
+they chose. The few MLflow calls that need that state go through
+:func:`shipyard.tracking._mlflow.fluent_store`.
+"""
 
 from __future__ import annotations
 
@@ -20,22 +26,8 @@ def _client(tracking_uri: str, registry_uri: str) -> MlflowClient:
 
 
 def client_for(ws: Workspace) -> MlflowClient:
-    """The MLflow client for ``ws`` (cached per URI pair).
-
-    MLflow's fluent API is pointed at the same store: MLflow resolves
-    ``models:/m-…`` URIs (registering, loading, downloading) through it.
-    """
-    client = _client(ws.tracking_uri, ws.registry_uri)
-    point_fluent_api(ws)
-    return client
-
-
-def point_fluent_api(ws: Workspace) -> None:
-    """Point MLflow's fluent API (used by ``mlflow.<flavor>.log_model``) at ``ws``."""
-    import mlflow
-
-    mlflow.set_tracking_uri(ws.tracking_uri)
-    mlflow.set_registry_uri(ws.registry_uri)
+    """The MLflow client for ``ws`` (cached per URI pair); it changes no process-wide MLflow state."""
+    return _client(ws.tracking_uri, ws.registry_uri)
 
 
 def experiment_id(ws: Workspace, name: str) -> str:

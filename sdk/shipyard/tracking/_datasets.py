@@ -117,6 +117,10 @@ def log_dataset(data: Any, name: str = "dataset", *, context: str = "training") 
     """
     import mlflow.data
     from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    from ._client import client_for
+    from ._mlflow import dataset_entity
 
     run = current()
     check_name(name, "dataset")
@@ -128,14 +132,12 @@ def log_dataset(data: Any, name: str = "dataset", *, context: str = "training") 
         schema={str(c): str(t) for c, t in frame.dtypes.items()},
         profile=profile(frame),
     )
-    from ._client import client_for
-
     client = client_for(run.workspace)
     client.log_dict(run.run_id, asdict(info), f"{lineage.DATASET_ARTIFACT_DIR}/{name}.profile.json")
     mlflow_dataset = mlflow.data.from_pandas(frame, name=name, digest=info.sha256[:16])
     client.log_inputs(
         run.run_id,
-        datasets=[DatasetInput(mlflow_dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])],
+        datasets=[DatasetInput(dataset_entity(mlflow_dataset), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])],
     )
     run.buffer.put_tags(
         {

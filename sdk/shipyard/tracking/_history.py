@@ -14,15 +14,9 @@ from typing import Any
 
 from .._core.errors import TrackingError
 from .._core.workspace import Workspace, current_workspace
-
-
-@dataclass(frozen=True)
-class MetricPoint:
-    """One logged value: ``step``, ``value`` and ``timestamp`` (milliseconds since the epoch)."""
-
-    step: int
-    value: float
-    timestamp: int
+from . import _live
+from ._mlflow import metric_history_page
+from ._points import MetricPoint, from_mlflow
 
 
 @dataclass(frozen=True)
@@ -153,8 +147,6 @@ class MetricFollower:
         """
         if self._final is not None:
             return self._final
-        from . import _live
-
         with _tracker_errors(self._ws, self.run_id):
             client = _client(self._ws)
             if self._tail is None:
@@ -173,17 +165,16 @@ class MetricFollower:
                 for name, points in added.items():
                     _merge(self._live.setdefault(name, []), points)
                 return _history(run, {name: tuple(points) for name, points in sorted(self._live.items())})
-            store = client._tracking_client.store  # noqa: SLF001 - the paged history call lives on the store
             names = sorted(run.data.metrics)
             for name in names:
-                self._update(store, name)
+                self._update(client, name)
         return _history(run, {name: tuple(self._paged[name]) for name in names})
 
     def _full(self, client: Any, names: list[str]) -> dict[str, tuple[MetricPoint, ...]]:
         self.queries += len(names)
         return {name: _ordered(client.get_metric_history(self.run_id, name)) for name in names}
 
-    def _update(self, store: Any, name: str) -> None:
+    def _update(self, client: Any, name: str) -> None:
         """Fetch the pages of ``name`` from the last one held onwards."""
         stored = self._stored.setdefault(name, [])
         tokens = self._tokens.setdefault(name, [None])
@@ -192,9 +183,9 @@ class MetricFollower:
         token = tokens[page]
         fetched: list[MetricPoint] = []
         while True:
-            result = store.get_metric_history(self.run_id, name, max_results=self.page_size, page_token=token)
+            result = metric_history_page(client, self.run_id, name, max_results=self.page_size, page_token=token)
             self.queries += 1
-            fetched.extend(MetricPoint(int(m.step), float(m.value), int(m.timestamp)) for m in result)
+            fetched.extend(from_mlflow(m) for m in result)
             token = result.token
             if token is None:
                 break
@@ -203,7 +194,7 @@ class MetricFollower:
         if fetched[:held] != stored[start:]:  # a late point landed in a page already read: start over
             del stored[:], tokens[1:]
             self._paged[name] = []
-            self._update(store, name)
+            self._update(client, name)
             return
         added = fetched[held:]
         stored.extend(added)
@@ -254,7 +245,7 @@ def _tracker_errors(ws: Workspace, run_id: str | None) -> Iterator[None]:
 
 def _ordered(points: Iterable[Any]) -> tuple[MetricPoint, ...]:
     """Points ordered by step, then time (MLflow stores them by time)."""
-    return tuple(sorted((MetricPoint(int(p.step), float(p.value), int(p.timestamp)) for p in points), key=_order))
+    return tuple(sorted((from_mlflow(p) for p in points), key=_order))
 
 
 def _history(run: Any, series: dict[str, tuple[MetricPoint, ...]]) -> MetricHistory:

@@ -30,11 +30,8 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from ._buffer import Point
-    from ._history import MetricPoint
+from ._points import MetricPoint, Point
 
 
 class LiveLog:
@@ -48,7 +45,7 @@ class LiveLog:
     def write(self, points: list[Point]) -> None:
         if not points or self.broken:
             return
-        data = "".join(f"{key}\t{step}\t{value!r}\t{timestamp}\n" for key, value, timestamp, step in points).encode()
+        data = "".join(f"{key}\t{step}\t{value!r}\t{timestamp}\n" for key, step, value, timestamp in points).encode()
         try:
             if self._fd is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,8 +78,6 @@ class LiveTail:
 
     def read(self) -> dict[str, list[MetricPoint]] | None:
         """New points by metric name, in the order they were written; None once the log is gone (run ended)."""
-        from ._history import MetricPoint
-
         try:
             names = sorted(os.listdir(self.directory))
         except FileNotFoundError:

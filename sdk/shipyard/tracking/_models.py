@@ -1,4 +1,5 @@
-"""Logging models: flavor detection, pinned requirements, signatures, content hashes.
+"""Models on runs: logging them (flavor detection, pinned requirements, signatures, content
+hashes), and downloading and loading them back from the workspace's store.
 
 Q: Why pin requirements ourselves?
 A: MLflow infers requirements by loading the model in a subprocess and
@@ -17,25 +18,42 @@ A: Without an MLflow active run, MLflow's fluent API works out the experiment
 
 Q: Why download the model right after logging it, only to hash it?
 A: The digest is the one of what a download of the model URI gives, so anyone
-   can check it the same way. That download adds a ``registered_model_meta``
-   file to the stored files, so hashing the saved folder would not match. For
+   can check it the same way (:func:`sha256_tree` leaves out the
+   ``registered_model_meta`` file MLflow's own ``models:/`` downloads add). For
    the embedded store the download is a local copy of a few files (~10 ms).
+
+Q: Why does :func:`download_model` resolve ``models:/`` URIs itself?
+A: ``mlflow.artifacts.download_artifacts`` takes a tracking and a registry
+   URI, but it looks registered versions and logged models up through
+   MLflow's process-wide URIs all the same (its ``models:/`` repository builds
+   a bare ``MlflowClient()``). The workspace's client finds where the files
+   are stored; the download of that location then uses the URIs it is given,
+   so no process-wide state is needed, and no lock held for a long download.
 """
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._core import lineage
-from .._core.errors import TrackingError
-from .._core.hashing import sha256_tree
+from .._core.errors import ShipyardError, TrackingError
+from .._core.hashing import DOWNLOAD_ONLY_FILES, sha256_tree
+from .._core.refs import GRAMMAR, ModelRef
+from .._core.workspace import Workspace, current_workspace
 from ._context import ActiveRun, check_name, current
 from ._environment import pinned
+from ._mlflow import fluent_store
+
+if TYPE_CHECKING:
+    from mlflow.pyfunc import PyFuncModel
+    from mlflow.tracking import MlflowClient
 
 # flavor -> distributions its models need at load time, besides mlflow itself
 _FLAVOR_PACKAGES = {
@@ -47,7 +65,10 @@ _FLAVOR_PACKAGES = {
 }
 
 # run tags the LoggedModel carries too, as MLflow's fluent API would set them
-_INHERITED_TAGS = ("mlflow.user", "mlflow.source.")
+_INHERITED_TAGS = (lineage.MLFLOW_USER, "mlflow.source.")
+
+# a model URI that names a model version, a logged model or a run, as download_model takes them
+_MODEL_URI_FORMS = "models:/NAME/VERSION, models:/NAME@ALIAS, models:/m-<id> or runs:/<run_id>/<name>"
 
 
 @dataclass(frozen=True)
@@ -133,17 +154,19 @@ def log_model(
     if flavor == "sklearn":
         kwargs["skops_trusted_types"] = _own_skops_types(model)
     try:
-        if python_model is not None:
-            # what mlflow.pyfunc.log_model does, plus run_id, which that function does not take
-            from mlflow.models import Model
+        # the flavors' log_model resolves its store (and registers) through MLflow's fluent URIs only
+        with fluent_store(run.workspace):
+            if python_model is not None:
+                # what mlflow.pyfunc.log_model does, plus run_id, which that function does not take
+                from mlflow.models import Model
 
-            info = Model.log(artifact_path=None, flavor=mlflow.pyfunc, python_model=python_model, **kwargs)
-        else:
-            info = getattr(mlflow, flavor).log_model(model, **kwargs)
+                info = Model.log(artifact_path=None, flavor=mlflow.pyfunc, python_model=python_model, **kwargs)
+            else:
+                info = getattr(mlflow, flavor).log_model(model, **kwargs)
     except BaseException:
         _mark_failed(run, stored.model_id)
         raise
-    digest = _downloaded_sha256(info.model_uri)
+    digest = _downloaded_sha256(run.workspace, info.model_uri)
     run.buffer.put_tags(
         {
             lineage.model_tag(name, "uri"): info.model_uri,
@@ -192,16 +215,174 @@ def _mark_failed(run: ActiveRun, model_id: str) -> None:
         client_for(run.workspace).finalize_logged_model(model_id, LoggedModelStatus.FAILED)
 
 
-def _downloaded_sha256(model_uri: str) -> str:
-    """SHA-256 of the files a download of ``model_uri`` gives, which is how users check it.
+def _downloaded_sha256(ws: Workspace, model_uri: str) -> str:
+    """SHA-256 of the files a download of ``model_uri`` gives, which is how users check it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return sha256_tree(download_model(model_uri, Path(tmp) / "model", workspace=ws))
 
-    Note: a ``models:/`` download adds a ``registered_model_meta`` file to what the
-    store holds, so hashing the saved or stored folder would give another digest.
+
+def download_model(uri: str, dst: Path, *, workspace: Workspace | None = None) -> Path:
+    """Download the MLflow model at ``uri`` from the workspace's store into the new folder ``dst``.
+
+    Works the same against the embedded store and a tracking server, and
+    leaves MLflow's process-wide tracking and registry URIs alone.
+
+    Args:
+        uri: ``models:/NAME/VERSION``, ``models:/NAME@ALIAS``, ``models:/m-<id>``
+            (a logged model, as :attr:`LoggedModel.uri`) or ``runs:/<run_id>/<name>``.
+        dst: a folder that does not exist yet; it is created.
+        workspace: default: the current workspace.
+
+    Returns:
+        The folder under ``dst`` that holds the model's ``MLmodel`` file.
+
+    Raises:
+        TrackingError: ``dst`` exists, ``uri`` names no model, or the files could not be
+            downloaded (:class:`~shipyard.TrackingUnavailable` when the tracker cannot be reached).
+
+    Example:
+        >>> local = shipyard.tracking.download_model("models:/iris/3", tmp_path / "iris")   # doctest: +SKIP
+        >>> (local / "MLmodel").is_file()                                                  # doctest: +SKIP
+        True
     """
     import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
 
-    with tempfile.TemporaryDirectory() as tmp:
-        return sha256_tree(Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)))
+    from ._client import client_for, tracking_error
+
+    ws = workspace or current_workspace()
+    dst = Path(dst)
+    if dst.exists():
+        raise TrackingError(
+            f"Cannot download {uri} into {dst}: it already exists.",
+            hint="Pass a folder that does not exist yet; download_model creates it.",
+        )
+    dst.mkdir(parents=True)
+    try:
+        location = _stored_location(client_for(ws), uri)
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=location, dst_path=str(dst), tracking_uri=ws.tracking_uri, registry_uri=ws.registry_uri
+            )
+        )
+    except ShipyardError:
+        shutil.rmtree(dst, ignore_errors=True)
+        raise
+    except MlflowException as exc:
+        shutil.rmtree(dst, ignore_errors=True)
+        if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"}:
+            raise TrackingError(
+                f"There is no model at {uri} in {ws.tracking_uri}: {str(exc).splitlines()[0]}",
+                hint="Check the name and version (or alias, or run id); shipyard.log_model returns the URI "
+                "of a logged model as LoggedModel.uri.",
+            ) from exc
+        raise tracking_error(ws, exc) from exc
+    except OSError as exc:  # the artifact store (a file system, or HTTP through requests) failed
+        shutil.rmtree(dst, ignore_errors=True)
+        raise TrackingError(
+            f"Could not download the files of {uri}: {exc}",
+            hint="Check that the artifact store of the workspace is reachable and that there is room in "
+            f"{dst.parent}.",
+        ) from exc
+    if not (local / "MLmodel").is_file():
+        shutil.rmtree(dst, ignore_errors=True)
+        raise TrackingError(
+            f"{uri} has no MLmodel file; it is not an MLflow model.",
+            hint=f"Pass the URI of a model ({_MODEL_URI_FORMS}), not of another artifact.",
+        )
+    for name in DOWNLOAD_ONLY_FILES:  # MLflow adds these on some download paths: never part of the model
+        (local / name).unlink(missing_ok=True)
+    return local
+
+
+def load_model(uri: str, *, workspace: Workspace | None = None) -> PyFuncModel:
+    """Download the MLflow model at ``uri`` (see :func:`download_model`) and load it as a pyfunc model.
+
+    The model is loaded from a local folder, so MLflow's process-wide URIs are
+    neither needed nor changed. The folder is removed when the model is garbage
+    collected.
+
+    Raises:
+        TrackingError: the model could not be downloaded or loaded.
+
+    Example:
+        >>> model = shipyard.tracking.load_model(result.model_uri)   # doctest: +SKIP
+        >>> model.predict(X_test[:3])                                # doctest: +SKIP
+        array([0, 2, 1])
+    """
+    import mlflow.pyfunc
+
+    folder = Path(tempfile.mkdtemp(prefix="shipyard-model-"))
+    try:
+        local = download_model(uri, folder / "model", workspace=workspace)
+        model = mlflow.pyfunc.load_model(str(local))
+    except ShipyardError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    except Exception as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise TrackingError(
+            f"Could not load the model at {uri}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+            hint="Check that the packages in the model's requirements.txt (its flavor, e.g. scikit-learn) are "
+            "installed here.",
+        ) from exc
+    # Q: Why keep the folder until the model is gone?
+    # A: Some flavors read their files lazily, and a model's code folder is put on sys.path.
+    weakref.finalize(model, shutil.rmtree, folder, ignore_errors=True)
+    return model
+
+
+def _stored_location(client: MlflowClient, uri: str) -> str:
+    """Where the files of the model at ``uri`` are stored, found with the workspace's client.
+
+    ``models:/`` URIs become the storage location of the version or logged
+    model; a ``runs:/<run_id>/<name>`` URI becomes the location of the model
+    logged as ``name`` on the run, else stays as it is (the run's own artifacts,
+    which MLflow downloads with the URIs it is given).
+    """
+    for _ in range(4):  # a version registered from another models:/ URI points at one again
+        if uri.startswith("models:/m-"):
+            model_id, _, rest = uri[len("models:/") :].partition("/")
+            uri = _joined(client.get_logged_model(model_id).artifact_location, rest)
+        elif uri.startswith("models:/"):
+            try:
+                ref = ModelRef.parse(uri)
+            except ShipyardError as exc:
+                raise TrackingError(
+                    f"{uri!r} is not a model URI shipyard can download.",
+                    hint=f"Use {_MODEL_URI_FORMS} ({GRAMMAR} name registered versions).",
+                ) from exc
+            assert ref.name is not None
+            version = ref.version or client.get_model_version_by_alias(ref.name, str(ref.alias)).version
+            uri = client.get_model_version_download_uri(ref.name, str(version))
+        elif uri.startswith("runs:/"):
+            run_id, _, path = uri[len("runs:/") :].partition("/")
+            name, _, rest = path.partition("/")
+            logged = _logged_model_of_run(client, run_id, name) if name else None
+            return _joined(logged, rest) if logged else uri
+        else:
+            return uri
+    return uri
+
+
+def _logged_model_of_run(client: MlflowClient, run_id: str, name: str) -> str | None:
+    """Storage location of the model logged as ``name`` on run ``run_id`` (MLflow 3 keeps it off the run's artifacts)."""
+    experiment = client.get_run(run_id).info.experiment_id
+    token: str | None = None
+    while True:
+        page = client.search_logged_models(
+            experiment_ids=[experiment], filter_string=f"name = '{name}'", page_token=token
+        )
+        for found in page:
+            if found.source_run_id == run_id:
+                return str(found.artifact_location)
+        token = page.token
+        if not token:
+            return None
+
+
+def _joined(location: str, rest: str) -> str:
+    return f"{location.rstrip('/')}/{rest}" if rest else location
 
 
 def _own_skops_types(model: Any) -> list[str]:

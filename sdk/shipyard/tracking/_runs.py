@@ -9,7 +9,7 @@ from pathlib import Path
 from .._core import lineage
 from .._core.hashing import sha256_text
 from .._core.workspace import Workspace
-from ._client import client_for, experiment_id, point_fluent_api, tracking_error
+from ._client import client_for, experiment_id, tracking_error
 from ._environment import environment_lock, git_state, python_version
 
 
@@ -17,18 +17,17 @@ def create_run(ws: Workspace, experiment: str, *, run_name: str | None = None, t
     """Create an MLflow run carrying the environment lineage; return its id."""
     from mlflow.exceptions import MlflowException
 
-    point_fluent_api(ws)
     lock = environment_lock()
     all_tags = {
         lineage.MANAGED: "true",
         lineage.PYTHON: python_version(),
         lineage.ENV_LOCK_SHA256: sha256_text(lock),
-        "mlflow.user": ws.author,
+        lineage.MLFLOW_USER: ws.author,
         **_git_tags(ws.project_dir),
         **tags,
     }
     if run_name:
-        all_tags["mlflow.runName"] = run_name
+        all_tags[lineage.MLFLOW_RUN_NAME] = run_name
     client = client_for(ws)
     try:
         run = client.create_run(experiment_id(ws, ws.settings.experiment or experiment), tags=all_tags, run_name=run_name)
@@ -56,8 +55,8 @@ def create_flow_run(
         lineage.PATHSPEC: pathspec,
         lineage.SOURCE_SHA256: sha256_text(source),
         lineage.SOURCE_KIND: kind,
-        "mlflow.source.name": os.environ.get("SHIPYARD_NOTEBOOK") or str(source_file),
-        "mlflow.source.type": "NOTEBOOK" if kind == "notebook-cell" else "LOCAL",
+        lineage.MLFLOW_SOURCE_NAME: os.environ.get("SHIPYARD_NOTEBOOK") or str(source_file),
+        lineage.MLFLOW_SOURCE_TYPE: "NOTEBOOK" if kind == "notebook-cell" else "LOCAL",
     }
     if notebook := os.environ.get("SHIPYARD_NOTEBOOK"):
         tags[lineage.NOTEBOOK] = notebook
@@ -100,4 +99,4 @@ def _git_tags(path: Path) -> dict[str, str]:
     if state is None:
         return {}
     commit, dirty = state
-    return {lineage.GIT_COMMIT: commit, lineage.GIT_DIRTY: str(dirty).lower(), "mlflow.source.git.commit": commit}
+    return {lineage.GIT_COMMIT: commit, lineage.GIT_DIRTY: str(dirty).lower(), lineage.MLFLOW_GIT_COMMIT: commit}

@@ -13,28 +13,22 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ._hook import follow_in_notebook, live_view_available
+from .._core.lazy import lazy_attributes
+from ._hook import follow_in_notebook, live_view_available  # cheap: imports neither ipywidgets nor matplotlib
 
-_LAZY = {
+_LAZY: dict[str, str] = {
     "Panel": "._panel",
     "panel": "._panel",
     "MetricsView": "._metrics",
     "MetricsChart": "._chart",
 }
 
-__all__ = ["MetricsChart", "MetricsView", "Panel", "follow_in_notebook", "live_view_available", "panel"]
+__all__ = sorted([*_LAZY, "follow_in_notebook", "live_view_available"])
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'shipyard.widgets' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 
 if TYPE_CHECKING:

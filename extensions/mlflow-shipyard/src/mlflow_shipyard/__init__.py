@@ -7,15 +7,10 @@ their handoff bundles.
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Any
 
 from mlflow.deployments import BaseDeploymentClient
 from mlflow.exceptions import MlflowException
-
-_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
-
 
 def target_help() -> str:
     return (
@@ -36,17 +31,22 @@ def run_local(target: str, name: str, model_uri: str, flavor: str | None = None,
     print(smoke.summary())
 
 
-def _version_ref(name: str, model_uri: str) -> str:
-    match = _MODEL_URI.match(model_uri or "")
-    if not match:
+def _version_ref(name: str, model_uri: str) -> Any:
+    import shipyard
+
+    try:
+        ref = shipyard.ModelRef.parse(model_uri or "")
+    except shipyard.ShipyardError:
+        ref = None
+    if ref is None or ref.version is None or not (model_uri or "").startswith("models:/"):
         raise MlflowException(
             f"shipyard deploys registered versions; got model URI {model_uri!r}. Use models:/NAME/VERSION."
         )
-    if match["name"] != name:
+    if ref.name != name:
         raise MlflowException(
             f"The deployment name is the registered model's name: got --name {name!r} for {model_uri}."
         )
-    return f"{match['name']}/{match['version']}"
+    return ref
 
 
 class ShipyardDeploymentClient(BaseDeploymentClient):
@@ -100,14 +100,17 @@ class ShipyardDeploymentClient(BaseDeploymentClient):
             raise MlflowException(str(exc)) from exc
         if champion is None:
             raise MlflowException(f"{name} has no champion: promote a version first.")
-        bundle = shipyard.current_workspace().bundles_dir / name / champion.version
-        handoff = json.loads((bundle / "handoff.json").read_text()) if (bundle / "handoff.json").is_file() else {}
+        from shipyard.deploy.handoff import read_bundle
+
+        bundle = shipyard.current_workspace().bundle_dir(name, champion.version)
+        spec = read_bundle(bundle) if (bundle / "handoff.json").is_file() else None
         return {
             "name": name,
             "version": champion.version,
             "model_uri": champion.uri,
-            "image": handoff.get("image", {}).get("reference"),
-            "bundle": str(bundle) if handoff else None,
+            "image": spec.image if spec else None,
+            "bundle": str(bundle) if spec else None,
+            "lineage": spec.lineage.to_dict() if spec else registry.lineage_of(champion).to_dict(),
         }
 
     def list_deployments(self, endpoint=None):

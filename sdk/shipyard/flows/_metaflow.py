@@ -1,0 +1,71 @@
+"""The Metaflow adapter: every use shipyard makes of Metaflow's private API.
+
+The rest of ``flows`` uses Metaflow's public API (``FlowSpec``, the
+user-decorator API, ``Runner``, the client). What it offers no public way to
+do is here, each with why, and ``tests/integration/test_adapters_metaflow.py``
+runs each of them against a real flow and fails when the installed Metaflow is
+outside :data:`SUPPORTED`, the range this was written and checked for:
+
+* :func:`run_in_any_namespace` — a client ``Run`` read whatever the caller's
+  namespace (``_namespace_check=False``);
+* :func:`flow_parameters` — a flow's parameters from inside a running step
+  (``FlowSpec._get_parameters``);
+* :func:`decorated_step` — the step function under a user step decorator
+  (``UserStepDecorator._my_step``).
+
+This module imports Metaflow only inside its functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from metaflow import Run
+
+SUPPORTED = "metaflow>=2.19,<2.20"
+"""The Metaflow versions this adapter was written for (as in ``pyproject.toml``)."""
+
+
+def run_in_any_namespace(pathspec: str) -> Run:
+    """The Metaflow client's ``Run`` for ``pathspec`` (``Flow/run_id``), whichever namespace it is in.
+
+    Q: Why skip the namespace check?
+    A: Shipyard reads and tags runs it knows by their exact pathspec (it
+       started them, or MLflow recorded them). Metaflow's client would refuse
+       one outside the caller's default namespace, ``user:<name>``: a run an
+       Argo workflow or another user started, or any run when the user name is
+       unknown. The public alternative, ``metaflow.namespace(None)``, changes
+       the namespace for the whole process, including the user's own client
+       calls.
+    """
+    from metaflow import Run
+
+    return Run(pathspec, _namespace_check=False)
+
+
+def flow_parameters(flow: Any) -> Iterator[tuple[str, Any]]:
+    """``(name, Parameter)`` for every parameter of ``flow`` (a ``FlowSpec`` instance or class).
+
+    Q: Why the private class method?
+    A: Inside a running step, the flow's parameters are only listed by
+       ``FlowSpec._get_parameters``, which Metaflow's own CLI, task runner and
+       Argo compiler call. The public ``MutableFlow.parameters`` exists only
+       while a flow mutator runs, not in the step.
+    """
+    flow_class = flow if isinstance(flow, type) else type(flow)
+    return flow_class._get_parameters()  # noqa: SLF001 - see above
+
+
+def decorated_step(obj: Any) -> Any | None:
+    """The step function a Metaflow user step decorator (or a mutable step) wraps; None for anything else.
+
+    Q: Why the private attribute?
+    A: A user step decorator used bare (``@my_decorator`` above ``@step``)
+       stays in the flow class as the decorator object, not the function (only
+       attribute access on the class unwraps it). ``_my_step`` is the one way
+       from the object back to the function and to the marks other decorators
+       (``@shipyard.gate``) left on it; Metaflow unwraps it the same way.
+    """
+    return getattr(obj, "_my_step", None)

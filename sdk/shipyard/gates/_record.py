@@ -1,0 +1,247 @@
+"""Recording a gate verdict, and reading it back.
+
+A check writes, before it returns: the report (JSON + self-contained HTML) and
+the data it read (Parquet) as artifacts of the candidate's run under
+``shipyard/gates/``; tags ``shipyard.gate.<name>`` and ``shipyard.gate.verdict``
+on the run and, through :mod:`shipyard.registry`, on the version; and the
+verdict (and any override) in the workspace audit log.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .._core import audit, lineage
+from .._core.errors import GateError, RegistryError
+from .._core.refs import ModelRef
+from .._core.workspace import Workspace, current_workspace
+from ._candidate import Candidate, client, resolve_candidate
+from ._report import GateReport, GateResult
+
+ARTIFACT_DIR = lineage.GATES_ARTIFACT_DIR
+REPORT_JSON = f"{ARTIFACT_DIR}/report.json"
+REPORT_HTML = f"{ARTIFACT_DIR}/report.html"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def gate_tags(report: GateReport) -> dict[str, str]:
+    tags = {lineage.gate_tag(r.name): r.status for r in report.results}
+    tags[lineage.GATE_VERDICT] = report.verdict
+    if report.artifact_uri:
+        tags[lineage.GATE_REPORT] = report.artifact_uri
+    if report.override:
+        o = report.override
+        tags.update(
+            {
+                lineage.GATE_OVERRIDE_PREFIX + "gates": ",".join(o["gates"]),
+                lineage.GATE_OVERRIDE_PREFIX + "by": str(o["by"]),
+                lineage.GATE_OVERRIDE_PREFIX + "at": str(o["at"]),
+                lineage.GATE_OVERRIDE_PREFIX + "reason": str(o["reason"])[:5000],
+            }
+        )
+    return tags
+
+
+def _write_tags(ws: Workspace, cand: Candidate, tags: Mapping[str, str]) -> None:
+    """Gate tags on the run and, through the registry, on the version (earlier gates' tags removed)."""
+    from mlflow.entities import RunTag
+    from mlflow.exceptions import MlflowException
+
+    from .. import registry
+
+    mlflow = client(ws)
+    try:
+        # tags of gates an earlier check had and this one does not would misstate the verdict
+        for key in mlflow.get_run(cand.run_id).data.tags:
+            if key.startswith(lineage.GATE_PREFIX) and key not in tags:
+                mlflow.delete_tag(cand.run_id, key)
+        mlflow.log_batch(cand.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    except MlflowException as exc:
+        raise RegistryError(
+            f"Could not record the gate verdict on run {cand.run_id}: {exc}",
+            hint="Check that the tracking store is reachable, then run the check again.",
+        ) from exc
+    if cand.model_name and cand.version:
+        version = registry.resolve(ModelRef(name=cand.model_name, version=cand.version), workspace=ws)
+        registry.set_version_tags(version, tags, replace_prefix=lineage.GATE_PREFIX, workspace=ws)
+
+
+def _write_report_files(ws: Workspace, run_id: str, report: GateReport, data: Mapping[str, Any] | None) -> None:
+    """Log the data the gates read, then the report that points at it, as artifacts of ``run_id``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        if data:
+            (root / "data").mkdir()
+            report.data = {name: _store_frame(root / "data", name, frame, report) for name, frame in data.items()}
+        (root / "report.json").write_text(report.to_json(), encoding="utf-8")
+        (root / "report.html").write_text(report.to_html(), encoding="utf-8")
+        client(ws).log_artifacts(run_id, str(root), ARTIFACT_DIR)
+
+
+def _store_frame(folder: Path, name: str, frame: Any, report: GateReport) -> str:
+    """Write ``frame`` as Parquet (as a pickle when Parquet cannot hold it); return its artifact path."""
+    import pandas as pd
+
+    frame = pd.DataFrame(frame) if not isinstance(frame, pd.DataFrame) else frame
+    if not all(isinstance(c, str) for c in frame.columns):
+        frame = frame.rename(columns=str)
+    try:
+        frame.to_parquet(folder / f"{name}.parquet", index=False)
+        return f"{ARTIFACT_DIR}/data/{name}.parquet"
+    except Exception as exc:  # e.g. a column mixing text and numbers, which a data contract may be flagging
+        (folder / f"{name}.parquet").unlink(missing_ok=True)
+        frame.to_pickle(folder / f"{name}.pkl")
+        report.notes.append(
+            f"dataset {name!r} stored as a pickle: Parquet cannot hold it ({type(exc).__name__}: {exc})"
+        )
+        return f"{ARTIFACT_DIR}/data/{name}.pkl"
+
+
+def record_report(ws: Workspace, cand: Candidate, report: GateReport, data: Mapping[str, Any] | None) -> GateReport:
+    """Store ``report`` (and the data it read) on the candidate's run; tag run and version; audit."""
+    report.artifact_uri = f"runs:/{cand.run_id}/{REPORT_JSON}"
+    _write_report_files(ws, cand.run_id, report, data)
+    _write_tags(ws, cand, gate_tags(report))
+    common = {"run_id": cand.run_id, "model": cand.model_name, "version": cand.version}
+    if report.override:
+        audit.append("gate.override", workspace=ws, who=report.override["by"], **common, **report.override)
+    audit.append(
+        "gate.verdict",
+        workspace=ws,
+        **common,
+        verdict=report.verdict,
+        gates={r.name: r.status for r in report.results},
+        report=report.artifact_uri,
+    )
+    return report
+
+
+def load_report(ref: Any, *, workspace: Workspace | None = None) -> GateReport:
+    """The gate report recorded for a run or registered version.
+
+    Raises:
+        GateError: nothing was recorded for it.
+
+    Example:
+        >>> shipyard.gates.load_report("iris/2").verdict    # doctest: +SKIP
+        'pass'
+    """
+    ws = workspace or current_workspace()
+    cand = resolve_candidate(ref, workspace=ws)
+    return recorded_report(ws, cand)
+
+
+def read_report(ws: Workspace, run_id: str) -> GateReport | None:
+    """The report stored on run ``run_id`` (one run holds one report), or None.
+
+    Raises:
+        GateError: the artifact store could not be read (not the same as "nothing recorded").
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = client(ws).download_artifacts(run_id, REPORT_JSON, tmp)
+            return GateReport.from_dict(json.loads(Path(local).read_text(encoding="utf-8")))
+    except (MlflowException, FileNotFoundError) as exc:
+        if isinstance(exc, FileNotFoundError) or exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+            return None
+        raise GateError(
+            f"Could not read the gate report of run {run_id}: {exc}",
+            hint="Check that the tracking server and artifact store are reachable, then try again.",
+        ) from exc
+
+
+def other_version(cand: Candidate, report: GateReport) -> str | None:
+    """The version a report was recorded for, when that is not ``cand`` (two versions of one run)."""
+    recorded = report.candidate
+    if not (cand.version and recorded.get("version")):
+        return None
+    theirs = f"{recorded.get('model_name')}/{recorded['version']}"
+    return None if theirs == cand.label else theirs
+
+
+def recorded_report(ws: Workspace, cand: Candidate) -> GateReport:
+    report = read_report(ws, cand.run_id)
+    if report is None:
+        raise GateError(
+            f"No gate report is recorded for {cand.label} (run {cand.run_id} has no {REPORT_JSON}).",
+            hint="Run shipyard.check(...) or a flow step with @shipyard.gate first.",
+        )
+    if other := other_version(cand, report):
+        raise GateError(
+            f"No gate report is recorded for {cand.label}: the report on run {cand.run_id} is for "
+            f"{other}, registered from the same run.",
+            hint=f"Run shipyard.check('{cand.label}', ...) to record this version's own report.",
+        )
+    return report
+
+
+def attach_results(model_version_ref: Any, results: Iterable[GateResult], *, source: str) -> GateReport:
+    """Merge gate results computed elsewhere (e.g. a smoke test) into a version's recorded report.
+
+    The results replace same-named ones, the verdict is recomputed, and the
+    report, the ``shipyard.gate.*`` tags of the version and its run, and the
+    audit log are updated before this returns.
+
+    Args:
+        model_version_ref: ``"models:/iris/2"``, ``"iris/2"``, ``"iris@challenger"`` or a ``ModelVersionRef``.
+        results: :class:`GateResult` objects.
+        source: who computed them, e.g. ``"smoke"``.
+
+    Raises:
+        GateError: a result is not a :class:`GateResult`, or its name is reserved.
+        ModelNotFound: the version does not exist.
+
+    Example:
+        >>> attach_results("models:/iris/2", [GateResult("latency", "pass", 41.0, 250.0,
+        ...     "p95 41 ms", True)], source="smoke")                   # doctest: +SKIP
+    """
+    from ._specs import _check_name
+
+    ws = current_workspace()
+    cand = resolve_candidate(model_version_ref, workspace=ws)
+    if cand.version is None:
+        raise GateError(
+            f"attach_results needs a registered model version, not {model_version_ref!r}.",
+            hint="Pass models:/NAME/VERSION.",
+        )
+    incoming: list[GateResult] = []
+    for r in results:
+        if not isinstance(r, GateResult):
+            raise GateError(f"attach_results got {r!r}; pass shipyard.gates.GateResult objects.")
+        _check_name(r.name)
+        incoming.append(replace(r, source=source, details=dict(r.details)))
+    report = read_report(ws, cand.run_id)
+    if report is None:
+        report = GateReport(candidate=cand.info(), results=[], created_at=now(), author=ws.author)
+    elif other := other_version(cand, report):
+        raise GateError(
+            f"Cannot attach results to {cand.label}: its run {cand.run_id} holds the gate report of {other}, "
+            "which attaching would replace.",
+            hint="Register each model version from its own run.",
+        )
+    report = report.with_results(incoming)
+    report.artifact_uri = f"runs:/{cand.run_id}/{REPORT_JSON}"
+    _write_report_files(ws, cand.run_id, report, None)
+    _write_tags(ws, cand, gate_tags(report))
+    audit.append(
+        "gate.attach",
+        workspace=ws,
+        run_id=cand.run_id,
+        model=cand.model_name,
+        version=cand.version,
+        source=source,
+        verdict=report.verdict,
+        results={r.name: {"status": r.status, "value": r.value, "threshold": r.threshold} for r in incoming},
+    )
+    return report

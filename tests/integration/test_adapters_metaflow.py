@@ -1,0 +1,136 @@
+"""The Metaflow adapter (``shipyard.flows._metaflow``) against the installed Metaflow and a real local run.
+
+Each reach into Metaflow's private API is exercised for real, so a Metaflow
+release that moves one fails here, and the version test says whether the
+installed Metaflow is one the adapter was written for.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+import shipyard
+from shipyard._core import lineage
+from shipyard.flows import _metaflow
+
+REPO = Path(__file__).resolve().parents[2]
+
+FLOW_SOURCE = '''"""A two-step tracked flow with parameters, for the adapter tests."""
+
+from metaflow import FlowSpec, Parameter, step
+
+import shipyard
+
+
+@shipyard.track
+class AdapterFlow(FlowSpec):
+    alpha = Parameter("alpha", default=0.5, type=float)
+    label = Parameter("label", default="x")
+
+    @step
+    def start(self):
+        self.next(self.end)
+
+    @step
+    def end(self):
+        self.answer = 42
+
+
+if __name__ == "__main__":
+    AdapterFlow()
+'''
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory):
+    """One run of AdapterFlow in a fresh workspace, and the flow file it ran."""
+    from shipyard._core.workspace import reset_workspace
+
+    project = tmp_path_factory.mktemp("adapter-flow")
+    flow_file = project / "adapter_flow.py"
+    flow_file.write_text(FLOW_SOURCE, encoding="utf-8")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SHIPYARD_PROJECT_DIR", str(project))
+    reset_workspace()
+    ws = shipyard.init(project_dir=project)
+    result = shipyard.run(flow_file, alpha=0.25)
+    yield ws, result, flow_file
+    mp.undo()
+
+
+def test_the_installed_metaflow_is_one_the_adapter_was_written_for() -> None:
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    supported = Requirement(_metaflow.SUPPORTED)
+    assert any(
+        Requirement(d).name == "metaflow" and Requirement(d).specifier == supported.specifier for d in declared
+    ), f"pyproject.toml and the adapter disagree on the Metaflow versions ({_metaflow.SUPPORTED})"
+    installed = metadata.version("metaflow")
+    assert supported.specifier.contains(installed), (
+        f"metaflow {installed} is installed; shipyard.flows._metaflow was written for {_metaflow.SUPPORTED}: "
+        "check each reach in it against this release, then widen SUPPORTED and pyproject.toml together"
+    )
+
+
+def test_a_run_is_read_and_tagged_whatever_the_callers_namespace(finished) -> None:
+    import metaflow
+    from metaflow.exception import MetaflowNamespaceMismatch
+
+    _, result, _ = finished
+    previous = metaflow.get_namespace()
+    metaflow.namespace("user:somebody-else")
+    try:
+        with pytest.raises(MetaflowNamespaceMismatch):
+            metaflow.Run(result.pathspec)  # what the public client does: the reason for the adapter
+        run = _metaflow.run_in_any_namespace(result.pathspec)
+        assert f"{lineage.MLFLOW_RUN_TAG}:{result.mlflow_run_id}" in run.tags  # written by the start step
+        assert run["end"].task["answer"].data == 42
+        assert result.artifacts["answer"] == 42
+    finally:
+        metaflow.namespace(previous)
+
+
+def test_a_flows_parameters_are_listed_from_its_class_and_recorded_by_its_steps(finished) -> None:
+    from metaflow import Parameter
+
+    _, result, flow_file = finished
+    spec = importlib.util.spec_from_file_location("adapter_flow", flow_file)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    parameters = dict(_metaflow.flow_parameters(module.AdapterFlow))
+    assert sorted(parameters) == ["alpha", "label"]
+    assert all(isinstance(p, Parameter) for p in parameters.values())
+    assert result.params == {"alpha": "0.25", "label": "x"}  # the start step listed them the same way
+
+
+def test_the_step_under_a_bare_user_step_decorator_is_found_with_its_gates() -> None:
+    from metaflow import FlowSpec, step
+
+    from shipyard.flows import ShipyardStep
+    from shipyard.gates import threshold
+    from shipyard.gates._decorator import find_step_gates
+
+    class BareFlow(FlowSpec):
+        @ShipyardStep
+        @shipyard.gate(threshold("accuracy >= 0.9"))
+        @step
+        def start(self):
+            self.next(self.end)
+
+        @step
+        def end(self):
+            pass
+
+    stored = vars(BareFlow)["start"]  # the decorator object, as the class holds it
+    assert isinstance(stored, ShipyardStep)
+    function = _metaflow.decorated_step(stored)
+    assert callable(function) and getattr(function, "is_step", False)
+    assert _metaflow.decorated_step(function) is None
+    found = find_step_gates(stored)
+    assert found is not None and [g.gate_name for g in found.gates] == ["threshold.accuracy"]
