@@ -35,7 +35,7 @@ def ws(quickstart, local_registry, docker_engine, monkeypatch):  # noqa: F811
 def _aliases(ws, name: str) -> dict[str, str]:
     from mlflow.tracking import MlflowClient
 
-    aliases = MlflowClient(tracking_uri=ws.tracking_uri).get_registered_model(name).aliases
+    aliases = MlflowClient(tracking_uri=ws.tracking_uri, registry_uri=ws.registry_uri).get_registered_model(name).aliases
     return {alias: str(version) for alias, version in aliases.items()}
 
 
@@ -64,8 +64,11 @@ def test_quickstart_run_is_promoted_in_one_call(quickstart, ws, local_registry) 
 
     import mlflow
 
+    from shipyard.tracking._mlflow import fluent_state, restore_fluent_state
+
     _, _, run_id = quickstart
     users_own = f"sqlite:///{ws.project_dir / 'my-own-experiments.db'}"
+    before = fluent_state()
     mlflow.set_tracking_uri(users_own)
     mlflow.set_registry_uri(users_own)
     events = []
@@ -74,13 +77,12 @@ def test_quickstart_run_is_promoted_in_one_call(quickstart, ws, local_registry) 
         # shipyard passes its URIs explicitly: the user's own MLflow calls still go where they said
         assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == (users_own, users_own)
     finally:
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
+        restore_fluent_state(before)
     assert promotion.status == "completed"
     assert [s.name for s in promotion.stages][-1] == "aliases"
     assert {e.state for e in events} == {"started", "done"}
 
-    client = MlflowClient(tracking_uri=ws.tracking_uri)
+    client = MlflowClient(tracking_uri=ws.tracking_uri, registry_uri=ws.registry_uri)
     assert str(client.get_model_version_by_alias(QUICKSTART_MODEL, "champion").version) == promotion.version
 
     handoff = json.loads((promotion.bundle_path / "handoff.json").read_text())

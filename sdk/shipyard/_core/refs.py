@@ -58,7 +58,7 @@ class ModelRef:
         match = _VERSION_REF.match(raw)
         if match is None:
             raise ModelNotFound(
-                f"{text!r} is not a model reference.",
+                f"{text!r} is not a model version reference or a run id.",
                 hint=f"Use {GRAMMAR}, e.g. 'iris/3' or 'iris@champion'.",
             )
         return cls(name=match["name"], version=match["version"], alias=match["alias"])
