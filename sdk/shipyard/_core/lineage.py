@@ -227,7 +227,7 @@ class Lineage:
             return ""
         if len(self.data) == 1:
             return self.data[0][1]
-        joined = "\n".join(f"{data_tag(name, 'sha256')}={sha}" for name, sha in self.data)
+        joined = "\n".join(sorted(f"{data_tag(name, 'sha256')}={sha}" for name, sha in self.data))
         return hashlib.sha256(joined.encode()).hexdigest()
 
     @classmethod
@@ -260,19 +260,25 @@ class Lineage:
             data=tuple(sorted(data_fingerprints(tags).items())),
             git_commit=tags.get(GIT_COMMIT) or tags.get(MLFLOW_GIT_COMMIT, ""),
             env_lock_sha256=tags.get(ENV_LOCK_SHA256, ""),
-            model_sha256=own.get(model_tag(model, "sha256")) or run_tags.get(model_tag(model, "sha256"), ""),
+            model_sha256=own.get(LABEL_MODEL_SHA256)
+            or own.get(model_tag(model, "sha256"))
+            or run_tags.get(model_tag(model, "sha256"), ""),
             gate_verdict=own.get(GATE_VERDICT, ""),
             source=tags.get(MLFLOW_GIT_REPO_URL) or tags.get(MLFLOW_SOURCE_NAME, ""),
         )
 
-    def to_tags(self, model: str = "model") -> dict[str, str]:
-        """The lineage as run/version tags (empty values left out): what a registered version carries."""
+    def to_tags(self) -> dict[str, str]:
+        """The lineage as the tags a registered version carries (empty values left out).
+
+        The model digest goes under ``shipyard.model.sha256``: a version holds one
+        model, whatever name it was logged under on its run.
+        """
         values = {
             PATHSPEC: self.pathspec,
             SOURCE_SHA256: self.source_sha256,
             GIT_COMMIT: self.git_commit,
             ENV_LOCK_SHA256: self.env_lock_sha256,
-            model_tag(model, "sha256"): self.model_sha256,
+            LABEL_MODEL_SHA256: self.model_sha256,
             GATE_VERDICT: self.gate_verdict,
             **{data_tag(name, "sha256"): sha for name, sha in self.data},
         }

@@ -136,12 +136,12 @@ def smoke(
                 f"Smoke test of {image} failed: {type(exc).__name__}: {exc}",
                 hint=f"Container log tail:\n{logs}" if logs else "Check `docker logs` of the image.",
             ) from exc
-    gates = _verdicts(parity, holdout_frame, holdout_source, latencies, latency_p95_ms)
+    p50, p95 = statistics.median(latencies), _percentile(latencies, 95)
+    gates = _verdicts(parity, holdout_frame, holdout_source, (p50, p95, len(latencies)), latency_p95_ms)
     if record:
         from ..gates import attach_results
 
         attach_results(source, gates, source="smoke")
-    p50, p95 = statistics.median(latencies), _percentile(latencies, 95)
     return SmokeResult(
         image=image,
         model=source.uri,
@@ -170,10 +170,13 @@ def _latencies(http: JsonClient, rows: list[Any]) -> list[float]:
     return latencies
 
 
-def _verdicts(parity: Any, holdout: Any, holdout_source: str, latencies: list[float], limit: float) -> list[GateResult]:
+def _verdicts(
+    parity: Any, holdout: Any, holdout_source: str, latency: tuple[float, float, int], limit: float
+) -> list[GateResult]:
+    """The ``parity`` and ``latency`` gate results; ``latency`` is (p50, p95, requests)."""
     from ..gates import GateResult
 
-    p50, p95 = statistics.median(latencies), _percentile(latencies, 95)
+    p50, p95, requests = latency
     status = "pass" if parity.mismatches == 0 else "fail"
     message = f"{parity.rows - parity.mismatches}/{parity.rows} rows identical ({holdout_source})"
     if parity.mismatches == 0 and len(holdout) < MIN_HOLDOUT_ROWS:
@@ -186,7 +189,7 @@ def _verdicts(parity: Any, holdout: Any, holdout_source: str, latencies: list[fl
             "pass" if p95 <= limit else "fail",
             round(p95, 3),
             limit,
-            f"p95 {p95:.1f} ms, p50 {p50:.1f} ms over {len(latencies)} single-row requests (limit p95 {limit:g} ms)",
+            f"p95 {p95:.1f} ms, p50 {p50:.1f} ms over {requests} single-row requests (limit p95 {limit:g} ms)",
         ),
     ]
 

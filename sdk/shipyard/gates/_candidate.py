@@ -41,6 +41,10 @@ class Candidate:
             "version": self.version,
         }
 
+    def audit_fields(self) -> dict[str, Any]:
+        """How the candidate is named in audit records."""
+        return {"run_id": self.run_id, "model": self.model_name, "version": self.version}
+
     @property
     def label(self) -> str:
         return f"{self.model_name}/{self.version}" if self.version else f"run {self.run_id[:12]}"

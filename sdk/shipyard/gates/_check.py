@@ -229,9 +229,7 @@ def check(
             audit.append(
                 "gate.override_refused",
                 workspace=ws,
-                run_id=cand.run_id,
-                model=cand.model_name,
-                version=cand.version,
+                **cand.audit_fields(),
                 gates=override_names,
             )
             raise OverrideRefused(

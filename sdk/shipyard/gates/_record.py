@@ -111,7 +111,7 @@ def record_report(ws: Workspace, cand: Candidate, report: GateReport, data: Mapp
     report.artifact_uri = f"runs:/{cand.run_id}/{REPORT_JSON}"
     _write_report_files(ws, cand.run_id, report, data)
     _write_tags(ws, cand, gate_tags(report))
-    common = {"run_id": cand.run_id, "model": cand.model_name, "version": cand.version}
+    common = cand.audit_fields()
     if report.override:
         audit.append("gate.override", workspace=ws, who=report.override["by"], **common, **report.override)
     audit.append(
@@ -237,9 +237,7 @@ def attach_results(model_version_ref: Any, results: Iterable[GateResult], *, sou
     audit.append(
         "gate.attach",
         workspace=ws,
-        run_id=cand.run_id,
-        model=cand.model_name,
-        version=cand.version,
+        **cand.audit_fields(),
         source=source,
         verdict=report.verdict,
         results={r.name: {"status": r.status, "value": r.value, "threshold": r.threshold} for r in incoming},

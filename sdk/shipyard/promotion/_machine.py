@@ -146,6 +146,16 @@ class StateFile:
             os.close(dir_fd)
 
 
+def recorded_outputs(state_file: Path, stages: Sequence[Stage]) -> dict[str, Any]:
+    """The typed outputs of the stages a promotion's state file records as done (nothing is checked or run)."""
+    recorded = StateFile(state_file).load()["stages"]
+    return {
+        stage.name: stage.load(recorded[stage.name].get("outputs", {}))
+        for stage in stages
+        if recorded.get(stage.name, {}).get("status") == "done"
+    }
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 

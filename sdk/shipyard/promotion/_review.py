@@ -6,7 +6,7 @@ before the call returns.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import tempfile
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -167,16 +167,17 @@ def review(ref: Any, *, workspace: Workspace | None = None) -> Review:
 
 def _packaged_image(ws: Workspace, version: Any) -> dict[str, Any]:
     """Image facts from a promotion that has not written its bundle yet (e.g. awaiting approval)."""
+    from ._machine import recorded_outputs
+    from ._promote import STAGES
+
     folder = ws.model_promotions(version.name)
     for state_file in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        stages = json.loads(state_file.read_text()).get("stages", {})
-        if str(stages.get("register", {}).get("outputs", {}).get("version")) != version.version:
+        outputs = recorded_outputs(state_file, STAGES)
+        if "register" not in outputs or outputs["register"].version != version.version or "image" not in outputs:
             continue
-        image = dict(stages.get("image", {}).get("outputs", {}))
-        image.pop("python_packages", None)
-        pushed = stages.get("push", {}).get("outputs", {})
-        if pushed:
-            image.update(repository=pushed["repository"], digest=pushed["digest"])
+        image = {k: v for k, v in dataclasses.asdict(outputs["image"]).items() if k != "python_packages"}
+        if "push" in outputs:
+            image.update(repository=outputs["push"].repository, digest=outputs["push"].digest)
         return image
     return {}
 
