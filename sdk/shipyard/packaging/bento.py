@@ -282,10 +282,11 @@ def load_bento(path: Path) -> BentoResult:
         path=path,
         lineage=Lineage.from_labels(labels),
         python=str((info.get("image") or info.get("docker") or {}).get("python_version") or ""),
-        requirements=[
+        # BentoML writes its own pin into the file as well
+        requirements=_requirement_list([
             line.strip() for line in requirements.read_text(encoding="utf-8").splitlines()
             if line.strip() and not line.startswith(("#", "-"))
-        ],
+        ]),
     )
 
 
@@ -317,6 +318,11 @@ def serving_requirements(model_dir: Path) -> list[str]:
 
         lines.append(f"mlflow-skinny=={mlflow.__version__}")
     lines.append(f"bentoml=={bentoml.__version__}")
+    return _requirement_list(lines)
+
+
+def _requirement_list(lines: list[str]) -> list[str]:
+    """Requirements as a bento holds them: each once, sorted without regard to case."""
     return sorted(set(lines), key=str.lower)
 
 
