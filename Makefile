@@ -13,8 +13,9 @@ STAMP  := $(VENV)/.installed
 demo: venv
 	$(PY) scripts/run_notebook.py notebooks/01_quickstart.ipynb
 
+# Two workers: the Docker modules in one, in order; everything else in the other (tests/conftest.py).
 test: venv system base-image
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 # Python environment: the package (editable) with its test tools. Bytecode is
 # compiled at install time, so imports stay fast where writing .pyc is disabled.

@@ -4,6 +4,7 @@ Usage (from the repository root)::
 
     .venv/bin/python bench/tracking.py            # full run, a few minutes
     .venv/bin/python bench/tracking.py --quick    # smoke run, well under a minute
+    .venv/bin/python bench/tracking.py --datasets-only   # only the log_dataset size sweep
 
 Everything is measured in the same process run against the same fresh sqlite
 store, so the ratios compare like with like on this machine:
@@ -17,7 +18,12 @@ store, so the ratios compare like with like on this machine:
 * seconds for ``shipyard.log_model`` vs ``mlflow.sklearn.log_model`` with its
   defaults (same model, same input example), warm (in this process, after a
   first call) and cold (the first call in a fresh process);
-* ``import shipyard`` vs ``import mlflow``, each in a fresh interpreter.
+* ``import shipyard`` vs ``import mlflow``, each in a fresh interpreter;
+* seconds for ``shipyard.log_dataset`` vs ``mlflow.log_input(mlflow.data.from_pandas(df))``
+  on the same 21-column frame (floats, ints, bools, strings with None, categoricals,
+  dates, nullable ints, all with missing values) of 10k, 100k and 1M rows, interleaved;
+  each size is checked: the dataset entity shipyard logged (schema, profile) is the one
+  MLflow logged for the same frame.
 
 Medians of several repeats are printed. The script exits non-zero when a
 measurement itself fails (an exception, or points missing from the store); a
@@ -58,6 +64,7 @@ TARGET_US_PER_POINT = 20.0
 TARGET_DURABLE_S = 0.5
 TARGET_LOG_MODEL_S = 1.0
 TARGET_IMPORT_S = 0.15
+TARGET_DATASET_S = 1.0  # for the largest frame of the sweep
 DURABLE_POINTS = 1000
 
 ASYNC_BUFFERED = "MLflow async, 1 s buffer"
@@ -86,6 +93,8 @@ class Profile:
     model_repeats: int
     cold_repeats: int
     import_repeats: int
+    dataset_rows: tuple[int, ...]
+    dataset_repeats: int
 
 
 FULL = Profile(
@@ -96,6 +105,8 @@ FULL = Profile(
     model_repeats=5,
     cold_repeats=3,
     import_repeats=7,
+    dataset_rows=(10_000, 100_000, 1_000_000),
+    dataset_repeats=3,
 )
 QUICK = Profile(
     repeats=2,
@@ -105,6 +116,8 @@ QUICK = Profile(
     model_repeats=1,
     cold_repeats=1,
     import_repeats=3,
+    dataset_rows=(10_000, 100_000),
+    dataset_repeats=1,
 )
 
 
@@ -130,6 +143,36 @@ def training_data():
     X, y = make_classification(n_samples=500, n_features=20, random_state=0)
     model = LogisticRegression(max_iter=500).fit(X, y)
     return model, X[:5]
+
+
+def mixed_frame(rows: int, seed: int = 0):
+    """21 columns of the kinds tabular teams log, each with missing values where its dtype allows."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    words = np.array(["red", "green", "blue", "cyan", "magenta", "yellow"], dtype=object)
+    cols = {}
+    for i in range(6):
+        values = rng.normal(size=rows)
+        values[rng.random(rows) < 0.05] = np.nan
+        cols[f"float{i}"] = values
+    for i in range(4):
+        cols[f"int{i}"] = rng.integers(0, 1000, rows)
+    for i in range(2):
+        cols[f"bool{i}"] = rng.random(rows) < 0.5
+    for i in range(3):
+        text = words[rng.integers(0, len(words), rows)]
+        text[rng.random(rows) < 0.03] = None
+        cols[f"text{i}"] = pd.Series(text, dtype=object)
+    for i in range(2):
+        cols[f"category{i}"] = pd.Series(pd.Categorical(words[rng.integers(0, 4, rows)])).where(rng.random(rows) > 0.02)
+    for i in range(2):
+        stamps = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 10**6, rows), unit="s")
+        cols[f"date{i}"] = pd.Series(stamps).where(rng.random(rows) > 0.01)
+    cols["count"] = pd.Series(rng.integers(0, 50, rows), dtype="Int64").where(rng.random(rows) > 0.1)
+    cols["label"] = pd.Series(words[rng.integers(0, 6, rows)], dtype="string")
+    return pd.DataFrame(cols)
 
 
 @contextlib.contextmanager
@@ -367,6 +410,74 @@ def import_time(prof: Profile) -> Row:
     return row
 
 
+def dataset_sweep(store: Store, prof: Profile) -> list[Row]:
+    """Seconds per dataset logged, by frame size: shipyard.log_dataset vs mlflow.log_input(from_pandas)."""
+    import mlflow
+    import mlflow.data
+
+    ours: dict[int, list[float]] = {rows: [] for rows in prof.dataset_rows}
+    ours_cpu: dict[int, list[float]] = {rows: [] for rows in prof.dataset_rows}
+    theirs: dict[int, list[float]] = {rows: [] for rows in prof.dataset_rows}
+    frames = {rows: mixed_frame(rows) for rows in prof.dataset_rows}
+    warmup = mixed_frame(100)  # first calls import and cache: measured elsewhere (log_model, import)
+    with shipyard.start_run("bench-shipyard"):
+        shipyard.log_dataset(warmup, name="warmup")
+    with store.mlflow_run():
+        mlflow.log_input(mlflow.data.from_pandas(warmup, name="warmup"), context="training")
+    for rep in range(prof.dataset_repeats):
+        for rows, frame in frames.items():
+            run_ids: dict[str, str] = {}
+            order = ("shipyard", "mlflow") if rep % 2 == 0 else ("mlflow", "shipyard")
+            for who in order:
+                if who == "shipyard":
+                    with shipyard.start_run("bench-shipyard") as run:
+                        start, cpu = time.perf_counter(), time.process_time()
+                        shipyard.log_dataset(frame, name="train")
+                        ours[rows].append(time.perf_counter() - start)
+                        ours_cpu[rows].append(time.process_time() - cpu)
+                    run_ids[who] = run.run_id
+                else:
+                    with store.mlflow_run() as run_id:
+                        start = time.perf_counter()
+                        mlflow.log_input(mlflow.data.from_pandas(frame, name="train"), context="training")
+                        theirs[rows].append(time.perf_counter() - start)
+                    run_ids[who] = run_id
+            if rep == 0:
+                expect_same_dataset(store, run_ids["shipyard"], run_ids["mlflow"], rows)
+            print(f"  dataset {rows:,} rows, repeat {rep + 1}: shipyard {ours[rows][-1]:.3f} s "
+                  f"(CPU {ours_cpu[rows][-1]:.3f} s), MLflow {theirs[rows][-1]:.3f} s", flush=True)
+    # wall time is what the table compares; CPU time shows how much of it was waiting for a core
+    print("  shipyard.log_dataset CPU time (median): "
+          + ", ".join(f"{rows:,} rows {median(ours_cpu[rows]):.3f} s" for rows in prof.dataset_rows), flush=True)
+    largest = max(prof.dataset_rows)
+    return [
+        Row(
+            f"log_dataset {rows:,} × {frames[rows].shape[1]}",
+            "s",
+            shipyard=median(ours[rows]),
+            others={"MLflow": median(theirs[rows])},
+            target=TARGET_DATASET_S if rows == largest else None,
+        )
+        for rows in prof.dataset_rows
+    ]
+
+
+def expect_same_dataset(store: Store, ours: str, theirs: str, rows: int) -> None:
+    """The dataset entity shipyard logged is the one MLflow logged for the same frame (the digest aside)."""
+    found = {}
+    for who, run_id in (("shipyard", ours), ("MLflow", theirs)):
+        inputs = store.client.get_run(run_id).inputs.dataset_inputs
+        if len(inputs) != 1:
+            raise RuntimeError(f"{who}: {len(inputs)} datasets on run {run_id}, expected 1")
+        found[who] = inputs[0].dataset
+    for part in ("name", "source_type", "schema", "profile"):
+        if getattr(found["shipyard"], part) != getattr(found["MLflow"], part):
+            raise RuntimeError(f"{rows:,} rows: shipyard logged a different dataset {part} than MLflow:\n"
+                               f"  {getattr(found['shipyard'], part)}\n  {getattr(found['MLflow'], part)}")
+    if not found["shipyard"].schema:
+        raise RuntimeError(f"{rows:,} rows: no schema was logged")
+
+
 # -- child processes ----------------------------------------------------------------
 
 
@@ -443,8 +554,8 @@ def print_table(rows: list[Row]) -> None:
             row.label,
             fmt(row.shipyard, row.unit),
             *cells,
-            f"≤ {fmt(row.target, row.unit)}",
-            "ok" if ok else "MISSED",
+            f"≤ {fmt(row.target, row.unit)}" if row.target is not None else "",
+            ("ok" if ok else "MISSED") if row.target is not None else "",
         ])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for n, line in enumerate(lines):
@@ -457,6 +568,7 @@ def print_table(rows: list[Row]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer points and repeats: a smoke run")
+    parser.add_argument("--datasets-only", action="store_true", help="only the log_dataset size sweep")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "PROJECT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -483,13 +595,19 @@ def main() -> int:
             ("log_model (first call in a process)", "s", lambda: log_model_cold(store, prof)),
             ("import", "s", lambda: import_time(prof)),
         ]
-        for label, unit, measure in steps:
+        for label, unit, measure in [] if args.datasets_only else steps:
             print(f"measuring {label} ...", flush=True)
             try:
                 rows.append(measure())
             except Exception as exc:
                 traceback.print_exc()
                 rows.append(Row(label, unit, error=f"{type(exc).__name__}: {exc}"))
+        print("measuring log_dataset by frame size ...", flush=True)
+        try:
+            rows.extend(dataset_sweep(store, prof))
+        except Exception as exc:
+            traceback.print_exc()
+            rows.append(Row("log_dataset by frame size", "s", error=f"{type(exc).__name__}: {exc}"))
     print()
     print_table(rows)
     failed = [row.label for row in rows if row.error]

@@ -11,6 +11,28 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+_DOCKER_FIXTURES = frozenset({"docker_engine", "base_image"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups for ``pytest -n 2 --dist loadgroup`` (what ``make test`` runs): one worker runs every module
+    that uses Docker, in order; the other worker takes the remaining modules, each whole.
+
+    Q: Why keep the Docker modules together?
+    A: They share one engine and check it for containers left behind, which a
+       promotion running at the same time in another worker would start. A
+       module stays on one worker so its module-scoped fixtures (a server, a
+       set of built images) are built once.
+    """
+    docker_modules = {
+        item.module.__name__
+        for item in items
+        if item.get_closest_marker("docker") or _DOCKER_FIXTURES & set(getattr(item, "fixturenames", ()))
+    }
+    for item in items:
+        module = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group("docker" if module in docker_modules else module))
+
 
 @pytest.fixture(autouse=True)
 def _isolated_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
@@ -18,7 +40,7 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     from shipyard._core.workspace import reset_workspace
 
     for name in list(os.environ):
-        if name.startswith("SHIPYARD_") and name != "SHIPYARD_REQUIRE_DOCKER":
+        if name.startswith("SHIPYARD_") and not name.startswith("SHIPYARD_REQUIRE_"):
             monkeypatch.delenv(name)
     reset_workspace()
     yield

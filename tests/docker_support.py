@@ -108,3 +108,124 @@ def docker_inspect(ref: str, fmt: str) -> str:
     """``docker inspect --format FMT REF`` as a separate process."""
     out = subprocess.run([docker_cli(), "inspect", "--format", fmt, ref], capture_output=True, text=True, check=True)
     return out.stdout.strip()
+
+
+def register_mixed_pipeline_model(workspace: Any, name: str, *, rows: int = 300) -> RegisteredModel:
+    """A scikit-learn Pipeline + ColumnTransformer on a pandas frame with double, int64, string and bool columns.
+
+    Registered with MLflow's own API. Its OneHotEncoder refuses categories it never saw, as many
+    real pipelines do, so a served image meets a model that raises on well-typed input.
+    """
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    from mlflow.models import infer_signature
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    rng = np.random.default_rng(11)
+    X = pd.DataFrame(
+        {
+            "area m2": rng.uniform(20, 250, rows),
+            "rooms": rng.integers(1, 8, rows).astype("int64"),
+            "city": rng.choice(["berlin", "lyon", "porto", "turin"], rows),
+            "has_lift": rng.random(rows) < 0.4,
+        }
+    )
+    y = 3.1 * X["area m2"] + 20 * X["rooms"] + X["has_lift"] * 15 + X["city"].map({"berlin": 90, "lyon": 40}).fillna(0)
+    model = Pipeline(
+        [
+            (
+                "columns",
+                ColumnTransformer(
+                    [
+                        ("numbers", StandardScaler(), ["area m2", "rooms"]),
+                        ("city", OneHotEncoder(handle_unknown="error"), ["city"]),
+                    ],
+                    remainder="passthrough",
+                ),
+            ),
+            ("ridge", Ridge(alpha=0.5)),
+        ]
+    ).fit(X, y)
+    mlflow.set_tracking_uri(workspace.tracking_uri)
+    mlflow.set_registry_uri(workspace.registry_uri)
+    mlflow.set_experiment("packaging-tests")
+    with mlflow.start_run() as run:
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(X, model.predict(X)),
+            input_example=X.head(5),
+            registered_model_name=name,
+        )
+    return RegisteredModel(name, str(info.registered_model_version), run.info.run_id, X, y)
+
+
+class ServedImage:
+    """A container of an image, published on 127.0.0.1 only, removed on exit; ready once /readyz answers."""
+
+    def __init__(self, image: str, *, ready_seconds: float = 90) -> None:
+        import uuid
+
+        self.image = image
+        self.name = f"shipyard-test-{uuid.uuid4().hex[:10]}"
+        self.ready_seconds = ready_seconds
+        self.port = 0
+
+    def __enter__(self) -> ServedImage:
+        import time
+
+        subprocess.run(
+            [docker_cli(), "run", "-d", "--name", self.name, "-p", "127.0.0.1::3000", self.image],
+            check=True,
+            capture_output=True,
+        )
+        try:
+            port = subprocess.run(
+                [docker_cli(), "port", self.name, "3000/tcp"], check=True, capture_output=True, text=True
+            ).stdout.split()[0]
+            host, _, p = port.rpartition(":")
+            assert host == "127.0.0.1", f"published on {host}, not loopback only"
+            self.port = int(p)
+            deadline = time.monotonic() + self.ready_seconds
+            while time.monotonic() < deadline:
+                try:
+                    if self.request("GET", "/readyz")[0] == 200:
+                        return self
+                except OSError:
+                    pass
+                time.sleep(0.2)
+            raise AssertionError(f"container not ready after {self.ready_seconds:g} s:\n{self.logs()}")
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        subprocess.run([docker_cli(), "rm", "-f", self.name], capture_output=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def running(self) -> bool:
+        return docker_inspect(self.name, "{{.State.Running}}") == "true"
+
+    def logs(self) -> str:
+        out = subprocess.run([docker_cli(), "logs", self.name], capture_output=True, text=True)
+        return out.stdout + out.stderr
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers=headers or {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()

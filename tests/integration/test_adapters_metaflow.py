@@ -134,3 +134,64 @@ def test_the_step_under_a_bare_user_step_decorator_is_found_with_its_gates() -> 
     assert _metaflow.decorated_step(function) is None
     found = find_step_gates(stored)
     assert found is not None and [g.gate_name for g in found.gates] == ["threshold.accuracy"]
+
+
+def test_the_user_decorators_of_a_flow_class_are_listed_before_it_runs(finished) -> None:
+    from metaflow import FlowSpec, step
+
+    from shipyard.flows import ShipyardFlow, ShipyardStep
+
+    _, _, flow_file = finished
+    spec = importlib.util.spec_from_file_location("adapter_flow_again", flow_file)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    tracked = module.AdapterFlow  # the class the real run above ran
+
+    class Inherited(tracked):
+        pass
+
+    class StepTracked(FlowSpec):
+        @shipyard.track(experiment="x")
+        @step
+        def start(self):
+            self.next(self.end)
+
+        @ShipyardStep
+        @step
+        def end(self):
+            pass
+
+    class Plain(FlowSpec):
+        @step
+        def start(self):
+            self.next(self.end)
+
+        @step
+        def end(self):
+            pass
+
+    assert [type(d) for d in _metaflow.user_decorators(tracked)] == [ShipyardFlow]
+    assert [type(d) for d in _metaflow.user_decorators(Inherited)] == [ShipyardFlow]
+    assert {type(d) for d in _metaflow.user_decorators(StepTracked)} == {ShipyardStep}
+    assert _metaflow.user_decorators(Plain) == []
+
+
+def test_runner_class_leaves_typing_as_it_was_so_torch_still_imports() -> None:
+    """After the Runner and its command-line API are loaded, a library built on typing_extensions still imports."""
+    import subprocess
+    import sys
+
+    script = (
+        "import typing, typing_extensions\n"
+        "before = typing._collect_parameters\n"
+        "from shipyard.flows._metaflow import runner_class\n"
+        "runner_class()\n"
+        "import metaflow._vendor.typing_extensions\n"  # already loaded: the guard ran around its first import
+        "assert typing._collect_parameters is before, 'typing._collect_parameters was replaced'\n"
+        "import torch\n"
+        "print('ok', torch.nn.Linear(2, 1)(torch.ones(1, 2)).shape)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("ok torch.Size([1, 1])")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -119,3 +121,106 @@ def test_run_async_returns_at_once_and_can_be_awaited(workspace) -> None:
 
 async def _await(handle):
     return await handle
+
+
+UNTRACKED_FLOW = '''from pathlib import Path
+
+from metaflow import FlowSpec, step
+
+
+class UntrackedFlow(FlowSpec):
+    @step
+    def start(self):
+        Path("untracked-step-ran").write_text("yes")
+        self.next(self.end)
+
+    @step
+    def end(self):
+        pass
+
+
+if __name__ == "__main__":
+    UntrackedFlow()
+'''
+
+
+def _no_metaflow_run_of(ws, flow_name: str) -> bool:
+    return not any(p.name == flow_name for p in ws.metaflow_root.rglob(flow_name))
+
+
+def test_an_untracked_flow_is_refused_before_metaflow_starts_it(workspace, mlflow_client, monkeypatch) -> None:
+    import importlib
+
+    flow_file = workspace.project_dir / "untracked_flow.py"
+    flow_file.write_text(UNTRACKED_FLOW, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(workspace.project_dir))
+    flow_class = importlib.import_module("untracked_flow").UntrackedFlow
+    for target, start in ((flow_file, shipyard.run), (flow_class, shipyard.run), (flow_class, shipyard.run_async)):
+        with pytest.raises(shipyard.FlowError) as info:
+            start(target)
+        assert "UntrackedFlow" in info.value.message and "not tracked" in info.value.message
+        assert "@shipyard.track" in info.value.hint
+    assert not (workspace.project_dir / "untracked-step-ran").exists()
+    assert _no_metaflow_run_of(workspace, "UntrackedFlow")
+    assert mlflow_client.search_runs([e.experiment_id for e in mlflow_client.search_experiments()]) == []
+
+
+IMPORTING_FLOW = '''from metaflow import FlowSpec, step
+
+import shipyard
+
+
+@shipyard.track
+class ImportingFlow(FlowSpec):
+    @step
+    def start(self):
+        import caller_helper
+        import env_helper
+
+        shipyard.log_metric("from_callers_path", caller_helper.VALUE)
+        shipyard.log_metric("from_pythonpath", env_helper.VALUE)
+        self.next(self.end)
+
+    @step
+    def end(self):
+        import caller_helper
+
+        shipyard.log_metric("in_end", caller_helper.VALUE + 1)
+
+
+if __name__ == "__main__":
+    ImportingFlow()
+'''
+
+
+def test_steps_import_what_the_callers_path_and_pythonpath_provide(workspace, tmp_path, monkeypatch) -> None:
+    flows = workspace.project_dir / "flows"
+    flows.mkdir()
+    (flows / "importing_flow.py").write_text(IMPORTING_FLOW, encoding="utf-8")
+    src, env_dir = tmp_path / "src", tmp_path / "env"
+    src.mkdir()
+    env_dir.mkdir()
+    (src / "caller_helper.py").write_text("VALUE = 7\n", encoding="utf-8")
+    (env_dir / "env_helper.py").write_text("VALUE = 11\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(src))  # as a notebook's sys.path.insert(0, "src") does
+    monkeypatch.setenv("PYTHONPATH", str(env_dir))  # set after start, so only the environment has it
+    result = shipyard.run(flows / "importing_flow.py")
+    assert result.metrics == {"from_callers_path": 7.0, "from_pythonpath": 11.0, "in_end": 8.0}
+
+
+def test_the_step_import_path_keeps_the_callers_order_and_what_pythonpath_had(tmp_path, monkeypatch) -> None:
+    import sysconfig
+
+    from shipyard.flows._runner import step_import_path
+
+    first, second, listed = (tmp_path / n for n in ("first", "second", "listed"))
+    for d in (first, second, listed):
+        d.mkdir()
+    stdlib = sysconfig.get_paths()["stdlib"]
+    monkeypatch.chdir(second)
+    monkeypatch.setattr(sys, "path", [str(first), "", stdlib, str(tmp_path / "missing"), str(first), *sys.path])
+    entries = step_import_path(f"{listed}{os.pathsep}{first}").split(os.pathsep)
+    assert entries[:2] == [str(first), str(second)]
+    assert entries[-1] == str(listed) and entries.count(str(first)) == 1
+    assert stdlib not in entries and str(tmp_path / "missing") not in entries
+    assert not any(p.rstrip("/").endswith("site-packages") for p in entries)

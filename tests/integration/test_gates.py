@@ -268,7 +268,7 @@ def test_slice_gap_is_detected_and_reported_per_group(world):
     assert warn_only.verdict == "pass" and warn_only["slice.mean radius"].status == "warn"
 
 
-def test_custom_gate_that_raises_is_reported_as_failed_with_its_exception(world):
+def test_custom_gate_that_raises_is_reported_as_an_error_with_its_exception(world):
     def explodes(ctx):
         raise ValueError("feature store unreachable")
 
@@ -285,12 +285,12 @@ def test_custom_gate_that_raises_is_reported_as_failed_with_its_exception(world)
         world["holdout"],
     )
     failed = report["custom.explodes"]
-    assert failed.status == "fail"
+    assert failed.status == "error" and failed.blocks and report.verdict == "fail"
     assert "ValueError: feature store unreachable" in failed.message
     assert "feature store unreachable" in failed.details["traceback"]
     assert report["custom.enough_rows"].status == "pass" and report["custom.enough_rows"].value == 171
     assert report["custom.agree"].status == "pass"
-    assert _client(world["ws"]).get_run(world["v4"].run_id).data.tags["shipyard.gate.custom.explodes"] == "fail"
+    assert _client(world["ws"]).get_run(world["v4"].run_id).data.tags["shipyard.gate.custom.explodes"] == "error"
 
 
 def test_override_without_reason_is_refused(world):

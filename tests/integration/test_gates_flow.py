@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import shipyard
@@ -70,7 +73,7 @@ def test_gate_decorator_evaluates_at_step_end_and_a_raising_gate_does_not_crash_
     assert tags["shipyard.gate.threshold.rmse"] == "pass"
     assert tags["shipyard.gate.threshold.train_r2"] == "pass"
     assert tags["shipyard.gate.contract.holdout"] == "pass"
-    assert tags["shipyard.gate.custom.label_service_agrees"] == "fail"
+    assert tags["shipyard.gate.custom.label_service_agrees"] == "error"
     assert tags["shipyard.gate.verdict"] == "fail"
 
     client = MlflowClient(tracking_uri=workspace.tracking_uri)
@@ -79,13 +82,25 @@ def test_gate_decorator_evaluates_at_step_end_and_a_raising_gate_does_not_crash_
     by_name = {r["name"]: r for r in report["results"]}
     assert "RuntimeError: label service timed out" in by_name["custom.label_service_agrees"]["message"]
     assert by_name["threshold.rmse"]["value"] <= 75
-    assert report["data"]["holdout"] == "shipyard/gates/data/holdout.parquet"
+    assert report["data"]["holdout"] == f"shipyard/gates/checks/{report['check_id']}/data/holdout.parquet"
+    assert all(s["check"] == report["check_id"] for s in report["specs"])
     assert [s["kind"] for s in report["specs"]] == ["threshold", "threshold", "custom", "data_contract"]
 
     verdicts = [r for r in audit.read(event="gate.verdict") if r["run_id"] == result.mlflow_run_id]
     assert len(verdicts) == 1 and verdicts[0]["verdict"] == "fail"
 
-    # the recorded gates, custom function included, re-run outside the flow with the same verdict
-    again = shipyard.gates.recheck(result.mlflow_run_id)
-    assert again.verdict == "fail"
-    assert {r.name: r.status for r in again.results} == {n: r["status"] for n, r in by_name.items()}
+    # the recorded gates, custom function included, re-run by the CI command with the same verdict
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_") or k.startswith("SHIPYARD_REQUIRE_")}
+    env["SHIPYARD_PROJECT_DIR"] = str(workspace.project_dir)
+    ci = subprocess.run(
+        [sys.executable, "-m", "shipyard.cli", "gates", "check", result.mlflow_run_id, "--json"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ci.returncode == 1, ci.stdout + ci.stderr
+    again = json.loads(ci.stdout)
+    assert again["verdict"] == "fail"
+    assert {r["name"]: r["status"] for r in again["results"]} == {n: r["status"] for n, r in by_name.items()}

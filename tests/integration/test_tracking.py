@@ -70,6 +70,55 @@ def test_dataset_fingerprint_schema_and_profile(workspace, mlflow_client, iris) 
     assert stored["sha256"] == info.sha256 and stored["profile"]["rows"] == 150
 
 
+def test_dataset_entity_in_the_store_is_the_one_mlflow_builds(workspace, mlflow_client) -> None:
+    import mlflow.data
+
+    rng = np.random.default_rng(0)
+    rows = 5000
+    holes = rng.random(rows) < 0.1
+    words = np.array(["red", "green", "blue"], dtype=object)[rng.integers(0, 3, rows)]
+    frame = pd.DataFrame(
+        {
+            "x": np.where(holes, np.nan, rng.normal(size=rows)),
+            "n": rng.integers(0, 100, rows),
+            "flag": rng.random(rows) < 0.5,
+            "colour": pd.Series(np.where(holes, None, words), dtype=object),
+            "shade": pd.Series(pd.Categorical(words)).where(~holes),
+            "day": pd.Series(pd.to_datetime(rng.integers(0, 10**9, rows), unit="s")).where(~holes),
+            "count": pd.Series(rng.integers(0, 9, rows), dtype="Int64").where(~holes),
+            "label": pd.Series(words, dtype="string"),
+            "mixed": pd.Series(np.where(holes, 1, words), dtype=object),  # str and int: MLflow gives no schema
+        }
+    )
+    for name, data in (("typed", frame.drop(columns="mixed")), ("untyped", frame)):
+        with shipyard.start_run("data") as run:
+            shipyard.log_dataset(data, name=name, context="training")
+        (stored,) = mlflow_client.get_run(run.run_id).inputs.dataset_inputs
+        expected = mlflow.data.from_pandas(data, name=name).to_dict()
+        assert stored.dataset.name == name and stored.dataset.profile == expected["profile"]
+        assert stored.dataset.schema == expected["schema"], name
+        assert [(t.key, t.value) for t in stored.tags] == [("mlflow.data.context", "training")]
+    assert expected["schema"] is None  # the untyped frame: same as MLflow, not a guess
+
+
+def test_dataset_of_values_pandas_cannot_hash_is_still_recorded(workspace, mlflow_client) -> None:
+    frame = pd.DataFrame(
+        {
+            "tokens": pd.Series([["a", "b"], ["c"], None, []], dtype=object),
+            "meta": pd.Series([{"k": 1}, {"k": 2}, {}, None], dtype=object),
+            "wait": pd.to_timedelta(["1s", "2s", None, "4s"]),
+        }
+    )
+    with shipyard.start_run("data") as run:
+        info = shipyard.log_dataset(frame, name="odd")
+        again = shipyard.log_dataset(frame.copy(), name="odd_again")
+    assert info.sha256 == again.sha256 and info.rows == 4
+    assert info.profile["columns"]["tokens"]["top"]["['a', 'b']"] == 1
+    assert info.profile["columns"]["wait"]["nulls"] == 1
+    datasets = mlflow_client.get_run(run.run_id).inputs.dataset_inputs
+    assert [d.dataset.schema for d in datasets] == [None, None]  # timedeltas: MLflow records no schema either
+
+
 def test_dataset_of_an_unsupported_type_is_a_tracking_error(workspace) -> None:
     with shipyard.start_run("data"):
         with pytest.raises(shipyard.TrackingError, match="cannot read a set"):

@@ -233,7 +233,8 @@ def test_custom_gate_outcomes() -> None:
         raise KeyError("no such feature")
 
     raised = evaluate(custom(boom), ctx)
-    assert raised.status == "fail" and raised.message == "the gate function raised KeyError: 'no such feature'"
+    assert raised.status == "error" and raised.message == "cannot be evaluated: the gate function raised KeyError: 'no such feature'"
+    assert raised.blocks
     assert evaluate(custom(lambda c: (True, "fine"), name="custom.ok"), ctx).message == "fine"
     assert evaluate(custom(lambda c: False, name="custom.no", blocking=False), ctx).status == "warn"
     scored = evaluate(custom(lambda c: float((c.predict() == c.y).mean()), bound=0.9, name="custom.acc"), ctx)

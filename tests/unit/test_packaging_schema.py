@@ -31,7 +31,7 @@ def test_column_signature_maps_to_fields() -> None:
 
 def test_tensor_signature_maps_to_fixed_width_rows() -> None:
     schema = input_schema_from_signature([{"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, 4]}}])
-    assert (schema.tensor_width, schema.tensor_type, schema.fields) == (4, "double", ())
+    assert (schema.tensor_width, schema.tensor_type, schema.tensor_dtype, schema.fields) == (4, "float", "float32", ())
 
 
 @pytest.mark.parametrize(
@@ -107,8 +107,15 @@ def test_skops_models_preload_skops_before_mlflow() -> None:
     assert source.index("import skops.io") < source.index("import mlflow.pyfunc")
 
 
+def test_generated_service_builds_the_batch_in_the_models_own_tensor_dtype() -> None:
+    source = _render(InputSchema(tensor_width=3, tensor_type="float", tensor_dtype="float32"))
+    assert "np.asarray(inputs, dtype=np.float32)" in source
+    with pytest.raises(PackagingError, match="not a numpy dtype"):
+        input_schema_from_signature([{"type": "tensor", "tensor-spec": {"dtype": "nonsense", "shape": [-1, 4]}}])
+
+
 def test_generated_service_for_tensor_models_takes_number_rows() -> None:
-    source = _render(InputSchema(tensor_width=3, tensor_type="long"))
+    source = _render(InputSchema(tensor_width=3, tensor_type="long", tensor_dtype="int64"))
     ast.parse(source)
     assert "def predict(self, inputs: list[list[int]])" in source
     assert "np.asarray(inputs, dtype=np.int64)" in source

@@ -5,9 +5,22 @@ variables ``SHIPYARD_<NAME>`` > ``shipyard.toml`` > ``[tool.shipyard]`` in
 ``pyproject.toml`` > defaults below. Unknown keys in a project file or in
 ``init()`` are errors, so a typo never silently falls back to a default.
 
-The project directory is the nearest ancestor of the working directory that
-holds ``.shipyard/``, ``shipyard.toml`` or ``pyproject.toml``
-(``SHIPYARD_PROJECT_DIR`` overrides the search).
+The project directory is the nearest folder, from the working directory up,
+that holds a ``.shipyard/`` folder, a ``shipyard.toml`` or a ``pyproject.toml``
+file; ``SHIPYARD_PROJECT_DIR`` (or ``shipyard --project DIR``) names it instead.
+Outside any project, :func:`find_project_dir` raises :class:`NoProject`: a
+workspace (with its sqlite store) is only ever created where a project is, or
+where :func:`shipyard.init` / ``shipyard init`` is asked to create one.
+
+A ``SHIPYARD_*`` environment variable that is neither a setting nor one of
+:data:`OTHER_VARIABLES` gets an :class:`UnknownVariableWarning` naming the
+closest known name, so ``SHIPYARD_TRACKNG_URI`` does not silently fall back
+to the embedded store.
+
+Q: Why a warning for an unknown variable, when an unknown key in a file is an error?
+A: The environment is shared with every other program and shell profile; a
+   stale variable from another checkout must not stop a command, but it must
+   not go unnoticed either.
 """
 
 from __future__ import annotations
@@ -16,6 +29,8 @@ import contextvars
 import difflib
 import os
 import tomllib
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,10 +38,32 @@ from pydantic import Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from .errors import ConfigError
+from .errors import ConfigError, NoProject
 
 ENV_PREFIX = "SHIPYARD_"
-PROJECT_MARKERS = (".shipyard", "shipyard.toml", "pyproject.toml")
+PROJECT_DIR_ENV = "SHIPYARD_PROJECT_DIR"
+WORKSPACE_DIR = ".shipyard"
+PROJECT_FILES = ("shipyard.toml", "pyproject.toml")
+PROJECT_MARKERS = (WORKSPACE_DIR, *PROJECT_FILES)
+
+# SHIPYARD_* variables that are not settings, and who reads them.
+OTHER_VARIABLES: dict[str, str] = {
+    PROJECT_DIR_ENV: "the project directory, instead of searching up from the working directory",
+    "SHIPYARD_SOURCE_KIND": "set by shipyard for flow steps: how the flow's source was found",
+    "SHIPYARD_CELL_SOURCE": "set by shipyard for flow steps: the notebook cell a flow came from",
+    "SHIPYARD_NOTEBOOK": "set by shipyard for flow steps: the notebook a flow came from",
+    "SHIPYARD_CACHE_DIR": "where the base image build keeps its root filesystem tarballs",
+    "SHIPYARD_DOCKERD_LOG": "scripts/docker-up.sh: the Docker daemon's log file",
+    "SHIPYARD_DOCKER_TIMEOUT": "scripts/docker-up.sh: seconds to wait for the Docker daemon",
+}
+# The test suite's switches (SHIPYARD_REQUIRE_DOCKER, SHIPYARD_REQUIRE_BROWSER, ...): fail instead of skip.
+REQUIRE_PREFIX = "SHIPYARD_REQUIRE_"
+# Names the test suite sets for itself (SHIPYARD_TEST_*); never read by shipyard.
+TEST_PREFIX = "SHIPYARD_TEST_"
+
+
+class UnknownVariableWarning(UserWarning):
+    """A ``SHIPYARD_*`` environment variable that shipyard does not read."""
 
 
 class Settings(BaseSettings):
@@ -54,6 +91,11 @@ class Settings(BaseSettings):
         None, description="Registry base image for model images; default: the locally built base image."
     )
     oci_registry: str | None = Field(None, description="OCI registry that promote() pushes images to.")
+    image_extra_index_url: str | None = Field(
+        None,
+        description="Package index searched before PyPI when images install requirements, "
+        "e.g. https://download.pytorch.org/whl/cpu for CPU-only PyTorch wheels.",
+    )
     require_approval: bool = Field(False, description="An engineer must approve before champion moves.")
     gitops_repo: Path | None = Field(None, description="Git repository path that handoff bundles are committed to.")
     gitops_path: str = Field("deploy", description="Folder inside gitops_repo for handoff bundles.")
@@ -93,15 +135,100 @@ class _ProjectFileSource(PydanticBaseSettingsSource):
         return dict(_file_values.get())
 
 
+def named_project_dir() -> Path | None:
+    """The project directory ``SHIPYARD_PROJECT_DIR`` names (``shipyard --project`` sets it), if any."""
+    value = os.environ.get(PROJECT_DIR_ENV, "").strip()
+    return Path(value).expanduser().resolve() if value else None
+
+
+def is_project_dir(folder: Path) -> bool:
+    """True when ``folder`` holds a ``.shipyard/`` folder, a ``shipyard.toml`` or a ``pyproject.toml``."""
+    return (folder / WORKSPACE_DIR).is_dir() or any((folder / name).is_file() for name in PROJECT_FILES)
+
+
+def discover_project_dir(start: Path | None = None) -> Path | None:
+    """The nearest project directory at or above ``start`` (default: the working directory), or None.
+
+    Example:
+        >>> discover_project_dir(Path("notebooks"))    # doctest: +SKIP
+        PosixPath('/home/me/churn')
+    """
+    here = (start or _cwd()).resolve()
+    return next((folder for folder in (here, *here.parents) if is_project_dir(folder)), None)
+
+
 def find_project_dir(start: Path | None = None) -> Path:
-    """Return the project directory for ``start`` (default: the working directory)."""
-    if env := os.environ.get(ENV_PREFIX + "PROJECT_DIR"):
-        return Path(env).expanduser().resolve()
-    here = (start or Path.cwd()).resolve()
-    for candidate in (here, *here.parents):
-        if any((candidate / marker).exists() for marker in PROJECT_MARKERS):
-            return candidate
-    return here
+    """Return the project directory: the one ``SHIPYARD_PROJECT_DIR`` names, else the nearest one up.
+
+    Raises:
+        NoProject: no project holds ``start`` (default: the working directory) and none is named,
+            or the named one does not exist.
+    """
+    named = named_project_dir()
+    if named is not None:
+        if not named.is_dir():
+            raise NoProject(
+                f"{PROJECT_DIR_ENV} (or --project) names {named}, which is not a folder.",
+                start=str(named),
+                hint=f"Create the project with `shipyard init --project {named}`, or fix the path.",
+            )
+        return named
+    here = (start or _cwd()).resolve()
+    found = discover_project_dir(here)
+    if found is None:
+        raise NoProject(
+            f"No shipyard project here: neither {here} nor a folder above it holds a .shipyard/ folder, "
+            "a shipyard.toml or a pyproject.toml.",
+            start=str(here),
+            hint="Run `shipyard init` in the project folder (or `shipyard.init()` in Python) to create its "
+            f"workspace, pass `--project DIR`, or set {PROJECT_DIR_ENV}.",
+        )
+    return found
+
+
+def _cwd() -> Path:
+    try:
+        return Path.cwd()
+    except FileNotFoundError as exc:
+        raise NoProject(
+            "The working directory no longer exists, so no project can be found from it.",
+            start="",
+            hint="cd into the project folder, or pass `--project DIR`.",
+        ) from exc
+
+
+def known_variables() -> list[str]:
+    """Every ``SHIPYARD_*`` name shipyard reads: one per setting, then :data:`OTHER_VARIABLES`."""
+    return [ENV_PREFIX + name.upper() for name in Settings.model_fields] + list(OTHER_VARIABLES)
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> dict[str, str | None]:
+    """``SHIPYARD_*`` variables in ``environ`` (default: ``os.environ``) that shipyard does not read.
+
+    Returns:
+        Each unknown name with the closest known one (``difflib``), or None when nothing is close.
+    """
+    env = os.environ if environ is None else environ
+    known = known_variables()
+    found: dict[str, str | None] = {}
+    for name in sorted(env):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known or upper.startswith((REQUIRE_PREFIX, TEST_PREFIX)):
+            continue
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
+        found[name] = close[0] if close else None
+    return found
+
+
+def warn_unknown_variables(environ: Mapping[str, str] | None = None) -> None:
+    """Warn (:class:`UnknownVariableWarning`) about each ``SHIPYARD_*`` variable shipyard ignores."""
+    for name, close in unknown_variables(environ).items():
+        suggestion = f"did you mean {close}?" if close else "settings are SHIPYARD_<NAME>, e.g. SHIPYARD_TRACKING_URI."
+        warnings.warn(
+            f"The environment variable {name} is not a shipyard setting and is ignored; {suggestion}",
+            UnknownVariableWarning,
+            stacklevel=2,
+        )
 
 
 def read_project_file(project_dir: Path) -> tuple[dict[str, Any], str | None]:
@@ -137,7 +264,11 @@ def _check_keys(values: dict[str, Any], where: str) -> None:
 
 
 def load_settings(project_dir: Path, **overrides: Any) -> Settings:
-    """Build :class:`Settings` for ``project_dir`` with the documented precedence."""
+    """Build :class:`Settings` for ``project_dir`` with the documented precedence.
+
+    Warns (:class:`UnknownVariableWarning`) about ``SHIPYARD_*`` variables that are no setting.
+    """
+    warn_unknown_variables()
     file_values, file_name = read_project_file(project_dir)
     if file_name:
         _check_keys(file_values, f"{project_dir / file_name.split()[0]} ({file_name})")

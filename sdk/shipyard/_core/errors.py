@@ -12,10 +12,12 @@ public once it is listed there (and pinned in tests/unit/test_exported_members.p
 
     ShipyardError
     ├── ConfigError                 bad or unknown settings, unusable workspace
+    │   └── NoProject               no project found from the working directory
     ├── MissingDependency           an optional package or system tool is absent
     ├── TrackingError               MLflow tracking
     │   ├── NoActiveRun             logging outside a tracked run
     │   ├── InvalidMetric           a metric value that is not a finite-or-NaN number
+    │   ├── InvalidRequirement      a model requirement that is not a valid pip requirement
     │   └── TrackingUnavailable     the tracking backend cannot be reached
     ├── FlowError                   a flow could not be started or inspected
     │   └── FlowFailed              a step raised; carries step, cause, log tail
@@ -28,6 +30,7 @@ public once it is listed there (and pinned in tests/unit/test_exported_members.p
     │   ├── DockerUnavailable       no Docker daemon answers
     │   └── BaseImageMissing        the local base image has not been built
     ├── DeployError                 smoke tests, handoff bundles, registry push
+    │   └── ContainerFailed         a test container exited before it was ready; carries exit code, log tail
     └── PromotionError              the promote() state machine
 """
 
@@ -163,9 +166,51 @@ class PromotionError(ShipyardError):
     """The promotion state machine could not go on."""
 
 
+class InvalidRequirement(TrackingError):
+    """A requirement passed to ``log_model`` is not a valid pip requirement string."""
+
+
+class ContainerFailed(DeployError):
+    """A test container exited, or the model server inside it died, before it was ready.
+
+    Attributes:
+        exit_code: the container's exit code; None while the container still runs (its server keeps
+            restarting a worker that cannot start).
+        log_tail: the last lines of ``docker logs``.
+        seconds: from ``docker run`` to the moment the failure was seen.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        exit_code: int | None,
+        log_tail: str,
+        seconds: float,
+        hint: str | None = None,
+    ) -> None:
+        self.exit_code = exit_code
+        self.log_tail = log_tail
+        self.seconds = seconds
+        super().__init__(message, hint=hint)
+
+
+class NoProject(ConfigError):
+    """No shipyard project holds the working directory, and none was named.
+
+    Attributes:
+        start: the folder the search started from.
+    """
+
+    def __init__(self, message: str, *, start: str, hint: str | None = None) -> None:
+        self.start = start
+        super().__init__(message, hint=hint)
+
+
 __all__ = [
     "BaseImageMissing",
     "ConfigError",
+    "ContainerFailed",
     "DeployError",
     "DockerUnavailable",
     "FlowError",
@@ -173,9 +218,11 @@ __all__ = [
     "GateError",
     "GateFailed",
     "InvalidMetric",
+    "InvalidRequirement",
     "MissingDependency",
     "ModelNotFound",
     "NoActiveRun",
+    "NoProject",
     "OverrideRefused",
     "PackagingError",
     "PromotionError",

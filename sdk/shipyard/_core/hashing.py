@@ -1,40 +1,41 @@
-"""Content hashes used for lineage and for verifying artifacts before they are loaded."""
+"""Content hashes used for lineage and for verifying artifacts before they are loaded.
+
+Q: Why does the model digest come from :mod:`shipyard.monitoring.integrity`?
+A: The served image checks the model files before it loads them, with a copy
+   of that standard-library-only module; the host uses the very same code for
+   the version tag, the review, the image label and the handoff, so there is
+   one definition of "the model's SHA-256" and it cannot drift.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
-_CHUNK = 1 << 20
+from ..monitoring.integrity import DOWNLOAD_ONLY_FILES, directory_sha256, file_sha256
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-# Written by MLflow's client into a folder it downloads through a ``models:/`` URI;
-# not part of the stored model.
-DOWNLOAD_ONLY_FILES = frozenset({"registered_model_meta"})
+def model_sha256(root: Path) -> str:
+    """The model digest of a model directory (what is hashed: :mod:`shipyard.monitoring.integrity`).
 
+    The same files give the same digest wherever the directory lives.
 
-def sha256_tree(root: Path) -> str:
-    """Hash of a directory: every file's relative path and content, in sorted order.
-
-    The same files give the same hash wherever the directory lives.
+    Example:
+        >>> model_sha256(Path("model"))     # doctest: +SKIP
+        '3f1c...'
     """
-    digest = hashlib.sha256()
-    files = (p for p in root.rglob("*") if p.is_file() and p.relative_to(root).as_posix() not in DOWNLOAD_ONLY_FILES)
-    for path in sorted(files):
-        digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(b"\0")
-        digest.update(sha256_file(path).encode())
-        digest.update(b"\n")
-    return digest.hexdigest()
+    return directory_sha256(root)
+
+
+# Older name, kept for callers that hash a model directory.
+sha256_tree = model_sha256
+
+__all__ = ["DOWNLOAD_ONLY_FILES", "model_sha256", "sha256_file", "sha256_text", "sha256_tree"]

@@ -90,6 +90,9 @@ LABEL_DATA_FINGERPRINT = "shipyard.data.fingerprint"
 LABEL_BENTO_TAG = "shipyard.bento.tag"
 LABEL_SOURCE = "shipyard.source"
 
+# -- base images: the rootfs package set an image was built with (stale ones are rebuilt) --
+LABEL_BASE_ROOTFS_LAYOUT = "io.shipyard.rootfs-layout"
+
 # -- containers shipyard starts (so leftovers can be found and removed) -----------
 CONTAINER_SMOKE = "shipyard.smoke"
 CONTAINER_PROMOTION = "shipyard.promotion"
@@ -105,6 +108,13 @@ SOURCE_ARTIFACT = "lineage/flow_source.py"
 ENV_LOCK_ARTIFACT = "lineage/requirements.lock.txt"
 DATASET_ARTIFACT_DIR = "datasets"
 GATES_ARTIFACT_DIR = "shipyard/gates"
+GATES_CHECKS_ARTIFACT_DIR = "shipyard/gates/checks"  # one folder per check: its own report and data
+
+
+def dataset_artifact(name: str, kind: str) -> str:
+    """Where ``log_dataset`` keeps dataset ``name``'s ``profile`` (JSON) or row ``sample`` (Parquet) on its run."""
+    suffix = {"profile": "profile.json", "sample": "sample.parquet"}[kind]
+    return f"{DATASET_ARTIFACT_DIR}/{name}.{suffix}"
 
 
 def data_tag(name: str, field: str) -> str:

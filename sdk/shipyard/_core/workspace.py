@@ -12,6 +12,20 @@ Layout of ``<project>/.shipyard/``::
     live/              a copy of the points of runs in progress, for live charts
     locks/             inter-process locks
     audit.jsonl        append-only audit log of every state change that matters
+
+Which project: :func:`init` takes ``project_dir``, else the one
+``SHIPYARD_PROJECT_DIR`` names, else the nearest project at or above the
+working directory (see :mod:`.config`), else the working directory itself,
+because calling ``init()`` is how a user says "this is my project".
+Everything else (``shipyard.log_metric`` before any ``init()``, every CLI
+command but ``shipyard init``) uses :func:`current_workspace`, which raises
+:class:`~shipyard.NoProject` outside a project instead of creating a
+workspace in whatever folder it was started from.
+
+Q: Why may implicit use create ``.shipyard/`` inside a project but not elsewhere?
+A: A folder with a ``pyproject.toml`` or ``shipyard.toml`` is a project by the
+   user's own choice, so its workspace belongs there; a home directory or
+   ``/tmp`` is not, and a sqlite store appearing there is a surprise.
 """
 
 from __future__ import annotations
@@ -27,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Settings, find_project_dir, load_settings
+from .config import Settings, discover_project_dir, find_project_dir, load_settings, named_project_dir
 from .errors import ConfigError, TrackingUnavailable
 
 
@@ -59,6 +73,23 @@ class Workspace:
 
     project_dir: Path
     settings: Settings = field(repr=False)
+
+    @classmethod
+    def locate(cls, project_dir: str | os.PathLike[str] | None = None, **settings: Any) -> Workspace:
+        """The workspace :func:`init` would open for these arguments, without creating anything.
+
+        Example:
+            >>> ws = shipyard.Workspace.locate()     # doctest: +SKIP
+            >>> ws.root.is_dir()                     # doctest: +SKIP
+            False
+        """
+        project = project_root(project_dir)
+        return cls(project, load_settings(project, **settings))
+
+    @property
+    def exists(self) -> bool:
+        """True when the workspace folder has been created (by :meth:`ensure`)."""
+        return (self.root / ".gitignore").is_file() and self.artifacts_dir.is_dir()
 
     @property
     def root(self) -> Path:
@@ -209,7 +240,9 @@ def init(project_dir: str | os.PathLike[str] | None = None, **settings: Any) -> 
     """Open (and create if needed) the shipyard workspace and make it the default.
 
     Args:
-        project_dir: project folder; default: discovered from the working directory.
+        project_dir: project folder (created if missing); default: the one ``SHIPYARD_PROJECT_DIR``
+            names, else the nearest project at or above the working directory, else the working
+            directory, which then becomes a project (its ``.shipyard/`` marks it).
         **settings: any :class:`~shipyard._core.config.Settings` field, e.g. ``tracking_uri``.
 
     Raises:
@@ -221,16 +254,26 @@ def init(project_dir: str | os.PathLike[str] | None = None, **settings: Any) -> 
         >>> ws = shipyard.init(experiment="churn")   # doctest: +SKIP
     """
     global _default
-    project = Path(project_dir).expanduser().resolve() if project_dir else find_project_dir()
-    ws = Workspace(project, load_settings(project, **settings)).ensure()
+    ws = Workspace.locate(project_dir, **settings).ensure()
     ws.check_tracking()
     with _lock:
         _default = ws
     return ws
 
 
+def project_root(project_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The folder :func:`init` makes the workspace of (see its ``project_dir``); nothing is created."""
+    if project_dir:
+        return Path(project_dir).expanduser().resolve()
+    return named_project_dir() or discover_project_dir() or Path.cwd().resolve()
+
+
 def current_workspace() -> Workspace:
-    """Return the default workspace, discovering it on first use (without a server check)."""
+    """Return the default workspace, discovering it on first use (without a server check).
+
+    Raises:
+        NoProject: before any :func:`init`, outside a project and with none named.
+    """
     global _default
     with _lock:
         if _default is None:

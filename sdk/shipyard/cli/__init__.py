@@ -2,19 +2,29 @@
 
 Each command group lives in its own module and adds itself through a
 ``register(group)`` function, so ``shipyard --help`` imports nothing heavy.
+
+Every command works on the project found by walking up from the working
+directory, or the one ``--project DIR`` (or ``SHIPYARD_PROJECT_DIR``) names;
+outside a project they stop with :class:`shipyard.NoProject`, and only
+``shipyard init`` creates a workspace.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import warnings
+from pathlib import Path
+from typing import Any
 
 import click
 
 from shipyard import ShipyardError
 
-# modules that add commands to the group
-_COMMAND_MODULES = ("runs", "gates", "packaging", "promotion")
+# modules that add commands to the group; a later module's command replaces an earlier one of the same name
+_COMMAND_MODULES = ("runs", "gates", "packaging", "promotion", "project")
+_PROJECT_DIR_ENV = "SHIPYARD_PROJECT_DIR"  # shipyard._core.config.PROJECT_DIR_ENV, not imported: --help stays cheap
 
 
 class _Group(click.Group):
@@ -28,8 +38,29 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="shipyard")
-def cli() -> None:
+@click.option(
+    "--project",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Project folder; default: the nearest folder from here up with a .shipyard/, shipyard.toml or "
+    "pyproject.toml (or SHIPYARD_PROJECT_DIR).",
+)
+@click.pass_context
+def cli(ctx: click.Context, project: Path | None) -> None:
     """shipyard: tracked notebook flows, quality gates, bentos and images, one-call promotion."""
+    if project is None:
+        return
+    # The same as SHIPYARD_PROJECT_DIR for this command (and the processes it starts), then restored.
+    before = os.environ.get(_PROJECT_DIR_ENV)
+    os.environ[_PROJECT_DIR_ENV] = str(project.expanduser().resolve())
+    ctx.call_on_close(lambda: _restore(before))
+
+
+def _restore(before: str | None) -> None:
+    if before is None:
+        os.environ.pop(_PROJECT_DIR_ENV, None)
+    else:
+        os.environ[_PROJECT_DIR_ENV] = before
 
 
 for _name in _COMMAND_MODULES:
@@ -42,7 +73,20 @@ for _name in _COMMAND_MODULES:
     _module.register(cli)
 
 
+def _show_warning(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
+                  line: str | None = None) -> None:
+    """Warnings from shipyard as one line a user reads; others as Python prints them."""
+    if category.__module__.startswith("shipyard."):
+        click.secho(f"warning: {message}", fg="yellow", err=True)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main() -> None:
+    warnings.showwarning = _show_warning
     cli()
 
 

@@ -1,9 +1,11 @@
-"""``shipyard gates check`` and ``shipyard gates show``: the CI side of quality gates.
+"""``shipyard gates check``, ``show`` and ``override``: the CI side of quality gates.
 
 ``check`` re-evaluates the gates recorded for a run or model version from
 what was recorded (specs, holdout data, the champion compared with) and exits
 0 when the verdict is ``pass`` or ``overridden``, 1 when it is ``fail``
-(2 for bad input, from the top-level group).
+(2 for bad input, from the top-level group). ``override`` lifts named
+blocking failures of the recorded report, with a reason and its author on
+record.
 """
 
 from __future__ import annotations
@@ -52,7 +54,25 @@ def show(ref: str, as_json: bool) -> None:
     sys.exit(0 if report.passed else 1)
 
 
-_STYLE = {"pass": "green", "fail": "bold red", "warn": "yellow", "overridden": "magenta"}
+@gates.command("override")
+@click.argument("ref", metavar="RUN_OR_MODEL_VERSION")
+@click.option("--gate", "gate_names", multiple=True, required=True, help="A failed gate to override (repeatable).")
+@click.option("--reason", default=None, help="Why the failure may be ignored (required; recorded with your name).")
+@click.option("--json", "as_json", is_flag=True, help="Print the updated report as JSON instead of a table.")
+def override(ref: str, gate_names: tuple[str, ...], reason: str | None, as_json: bool) -> None:
+    """Override failed blocking gates of RUN_OR_MODEL_VERSION's recorded report, with a written reason.
+
+    The override, its author (the configured author, else the OS user) and the reason go into the
+    report, the run and version tags and the audit log. Without --reason it is refused (exit 2).
+    """
+    import shipyard.gates
+
+    report = shipyard.gates.override(ref, list(gate_names), reason=reason)
+    _print(report, as_json, title="overridden")
+    sys.exit(0 if report.passed else 1)
+
+
+_STYLE = {"pass": "green", "fail": "bold red", "warn": "yellow", "error": "bold red", "overridden": "magenta"}
 
 
 def _print(report: Any, as_json: bool, *, title: str) -> None:
@@ -79,6 +99,6 @@ def _print(report: Any, as_json: bool, *, title: str) -> None:
     for note in report.notes:
         console.print(f"note: {note}")
     if report.override:
-        o = report.override
-        console.print(f"override of {', '.join(o['gates'])} by {o['by']} at {o['at']}: {o['reason']}")
+        for o in [*report.override.get("previous", []), report.override]:
+            console.print(f"override of {', '.join(o['gates'])} by {o['by']} at {o['at']}: {o['reason']}")
     console.print(f"verdict: {report.verdict}")

@@ -58,7 +58,7 @@ def review(ref: str, as_json: bool) -> None:
     for column in ("gate", "status", "blocking", "message"):
         gates.add_column(column, overflow="fold")
     for g in r.gates.get("results", []):
-        colour = {"pass": "green", "fail": "red", "warn": "yellow", "overridden": "magenta"}.get(g.get("status"), "white")
+        colour = {"pass": "green", "fail": "red", "error": "bold red", "warn": "yellow", "overridden": "magenta"}.get(g.get("status"), "white")
         gates.add_row(g.get("name"), f"[{colour}]{g.get('status')}[/]", str(g.get("blocking")), str(g.get("message")))
     console.print(gates)
     if r.gates.get("override"):

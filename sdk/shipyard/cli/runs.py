@@ -1,4 +1,4 @@
-"""``shipyard init``, ``runs``, ``show`` and ``sync``: the workspace and its tracked runs.
+"""``shipyard runs``, ``show`` and ``sync``: the workspace's tracked runs.
 
 ``runs`` and ``show`` print what :func:`shipyard.runs` and :func:`shipyard.get_run`
 return; how runs are found and read is theirs to know, not the CLI's.
@@ -16,19 +16,9 @@ _KEY_METRICS = 3
 
 
 def register(group: click.Group) -> None:
-    group.add_command(init)
     group.add_command(runs)
     group.add_command(show)
     group.add_command(sync)
-
-
-@click.command()
-@click.option("--tracking-uri", default=None, help="MLflow tracking server; default: embedded sqlite store.")
-def init(tracking_uri: str | None) -> None:
-    """Create (or check) the workspace of the project in the current directory."""
-    settings = {"tracking_uri": tracking_uri} if tracking_uri else {}
-    ws = shipyard.init(**settings)
-    click.echo(f"workspace  {ws.root}\ntracking   {ws.tracking_uri}")
 
 
 @click.command()

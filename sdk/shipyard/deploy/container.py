@@ -4,6 +4,18 @@ Every container shipyard starts carries the label ``shipyard.smoke`` and, when
 a promotion starts it, ``shipyard.promotion=<promotion key>``: a promotion
 that is killed while its container runs leaves it behind, and the next run of
 that promotion removes it (:func:`remove_leftovers`) before it starts anew.
+
+Waiting for readiness watches three things at once: ``/readyz``, the
+container's state, and its log. A container that exits, or whose model server
+gives up starting, raises :class:`~shipyard.ContainerFailed` at once, with
+the exit code and the last lines of ``docker logs``.
+
+Q: Why read the log, when the container's state says whether it exited?
+A: BentoML's server does not exit when its worker cannot start (a model whose
+   library is missing from the image, say): it restarts the worker every few
+   seconds and the container stays ``running``, answering nothing. The
+   worker's failure is visible only in the log, as uvicorn's "Application
+   startup failed" line, which BentoML's worker prints before it exits.
 """
 
 from __future__ import annotations
@@ -11,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -18,11 +31,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._core import lineage
-from .._core.errors import DeployError
+from .._core.errors import ContainerFailed, DeployError
 
 CONTAINER_PORT = 3000
 READY_TIMEOUT_S = 60.0
 REQUEST_TIMEOUT_S = 30.0
+LOG_TAIL_LINES = 30
+# Lines a model server prints when it gives up starting while its container keeps running.
+STARTUP_FAILED_MARKERS = ("Application startup failed", "shipyard: refusing to start")
+_LOG_SCAN_LINES = 400
+_LOG_SCAN_INTERVAL_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -44,7 +62,8 @@ def running_model(
     """Run ``image`` on 127.0.0.1 (random port, no capabilities), wait until ready, remove it afterwards.
 
     Raises:
-        DeployError: the container exits, publishes no port or is not ready in time.
+        ContainerFailed: the container exits, or its model server gives up starting, before it is ready.
+        DeployError: the container publishes no port or is not ready in time.
     """
     container = None
     started = time.monotonic()
@@ -58,7 +77,7 @@ def running_model(
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
         )
-        port = _host_port(container)
+        port = _host_port(container, started)
         yield RunningModel(container, port, _wait_ready(container, port, ready_timeout, started))
     finally:
         if container is not None:
@@ -84,46 +103,114 @@ def container_logs(container: Any, lines: int = 30) -> str:
         return ""
 
 
-def _host_port(container: Any) -> int:
+def _host_port(container: Any, started: float) -> int:
     for _ in range(50):
         container.reload()
         bindings = (container.attrs.get("NetworkSettings") or {}).get("Ports") or {}
         binding = bindings.get(f"{CONTAINER_PORT}/tcp")
         if binding:
             return int(binding[0]["HostPort"])
-        if container.status == "exited":
-            break
+        if failed := _exited(container, started):
+            raise failed
         time.sleep(0.05)
     raise DeployError(
-        "The container exited or published no port.",
-        hint=f"Container log tail:\n{container_logs(container)}",
+        "The container published no port.",
+        hint=f"Check that the image serves on port {CONTAINER_PORT}. Container log tail:\n{container_logs(container)}",
     )
 
 
 def _wait_ready(container: Any, port: int, timeout: float, started: float) -> float:
     deadline = started + timeout
+    next_scan = 0.0
     while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/readyz")
-            if conn.getresponse().status == 200:
-                conn.close()
-                return time.monotonic() - started
-            conn.close()
-        except OSError:
-            pass
+        if _ready(port):
+            return time.monotonic() - started
         container.reload()
-        if container.status in {"exited", "dead"}:
-            code = container.attrs.get("State", {}).get("ExitCode")
-            raise DeployError(
-                f"The container exited with code {code} before it was ready.",
-                hint=f"Container log tail:\n{container_logs(container)}",
-            )
+        if failed := _exited(container, started):
+            raise failed
+        if time.monotonic() >= next_scan:
+            if failed := _server_gave_up(container, started):
+                raise failed
+            next_scan = time.monotonic() + _LOG_SCAN_INTERVAL_S
         time.sleep(0.05)
     raise DeployError(
         f"The container was not ready within {timeout:.0f}s.",
         hint=f"Container log tail:\n{container_logs(container)}",
     )
+
+
+def _ready(port: int) -> bool:
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        try:
+            conn.request("GET", "/readyz")
+            return conn.getresponse().status == 200
+        finally:
+            conn.close()
+    except OSError:
+        return False
+
+
+def _exited(container: Any, started: float) -> ContainerFailed | None:
+    if container.status not in {"exited", "dead"}:
+        return None
+    state = container.attrs.get("State") or {}
+    code = state.get("ExitCode")
+    oom = " (killed: out of memory)" if state.get("OOMKilled") else ""
+    seconds = time.monotonic() - started
+    tail = container_logs(container, LOG_TAIL_LINES)
+    return ContainerFailed(
+        f"The container of {_image(container)} exited with code {code}{oom} {seconds:.1f}s after it started, "
+        f"before it was ready{_cause(tail)}.",
+        exit_code=code,
+        log_tail=tail,
+        seconds=seconds,
+        hint=_hint(tail),
+    )
+
+
+def _server_gave_up(container: Any, started: float) -> ContainerFailed | None:
+    log = container_logs(container, _LOG_SCAN_LINES)
+    if not any(marker in log for marker in STARTUP_FAILED_MARKERS):
+        return None
+    seconds = time.monotonic() - started
+    return ContainerFailed(
+        f"The model server in the container of {_image(container)} could not start{_cause(log)} "
+        f"({seconds:.1f}s after it started; "
+        "the container still runs and would retry it forever).",
+        exit_code=None,
+        log_tail=_last_lines(log, LOG_TAIL_LINES),
+        seconds=seconds,
+        hint=_hint(log),
+    )
+
+
+def _image(container: Any) -> str:
+    return str((container.attrs.get("Config") or {}).get("Image") or "the image")
+
+
+def _cause(log: str) -> str:
+    """``": ModuleNotFoundError: No module named 'x'"``: the last exception line of ``log``, if any."""
+    for line in reversed(log.splitlines()):
+        found = _EXCEPTION_LINE.search(line)
+        if found:
+            return f": {found.group(0).strip()[:300]}"
+    return ""
+
+
+def _hint(log: str) -> str:
+    if "No module named" in log or "cannot open shared object file" in log:
+        advice = "The image lacks a library the model needs: log the model with its requirements and rebuild."
+    else:
+        advice = "Fix what the log says, then build the image again."
+    return f"{advice} Last {LOG_TAIL_LINES} lines of `docker logs`:\n{_last_lines(log, LOG_TAIL_LINES)}"
+
+
+def _last_lines(text: str, lines: int) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+_EXCEPTION_LINE = re.compile(r"\b[A-Za-z_][\w.]*(?:Error|Exception|Exit)\b: .*$")
 
 
 class JsonClient:

@@ -2,11 +2,12 @@
 
 A bundle is a directory per model version::
 
-    k8s/deployment.yaml          Deployment pinned by image digest, non-root, probes, resources,
+    k8s/deployment.yaml          Deployment pinned to the image, non-root, probes, resources,
                                  Prometheus scrape annotations
     k8s/service.yaml             ClusterIP Service in front of it
     k8s/canary-deployment.yaml   only with a canary weight: the new image beside the previous one
-    handoff.json                 lineage, image digest, gate verdicts, overrides, approvals
+    handoff.json                 lineage (model digest included), image reference and id, gate verdicts,
+                                 overrides, approvals
     gate-report.json             the model version's gate report
     sbom.cdx.json                CycloneDX SBOM of the image's Python packages
     README.md                    how to deploy, check and roll back
@@ -15,6 +16,15 @@ Manifests are validated against the Kubernetes API schema
 (``kubernetes-validate``) and the SBOM is written by ``cyclonedx-python-lib``.
 :func:`read_bundle` gives back the :class:`HandoffSpec` a bundle was written
 from, so a rollback or a review never re-parses the files by hand.
+
+Q: What does the Deployment pin when the image was not pushed to a registry?
+A: The image's local tag (``shipyard/iris:v3-<bento content hash>``), which
+   ``docker image inspect`` and a node that was given the image (``kind load
+   docker-image``, ``docker save | ctr import``) resolve. ``repo@<image id>``
+   resolves nowhere: an image id is the digest of the image's configuration,
+   not of a manifest a registry stores. The tag names the bento's content, and
+   ``handoff.json`` keeps the image id beside it (``image.digest``), so anyone
+   can check that the tag still names that image.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from .._core.workspace import slug
 KUBERNETES_VERSION = "1.30.0"
 SERVICE_PORT = 3000  # BentoML's HTTP port
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # the OCI distribution spec's tag grammar
 
 
 @dataclass(frozen=True)
@@ -52,12 +63,15 @@ class HandoffSpec:
         model_name: registered model name.
         version: registered model version.
         image_repository: image name without tag, e.g. ``registry:5000/shipyard/iris``.
-        image_digest: ``sha256:…`` manifest digest the deployment is pinned to.
+        image_digest: ``sha256:…`` manifest digest the deployment is pinned to, or the local image id
+            when the image was not pushed (then ``local_tag`` is what the deployment uses).
         run_as_user: numeric uid of the image's non-root user.
         replicas: pods of the stable deployment.
         canary_weight: percent of traffic for the new image; the stable
             deployment then keeps ``previous_image`` (``repo@sha256:…``).
         python_packages: (name, version) of the Python packages in the image, for the SBOM.
+        local_tag: the image's tag in the local Docker engine when it was not pushed
+            (``image`` is then ``image_repository:local_tag``).
     """
 
     model_name: str
@@ -76,9 +90,13 @@ class HandoffSpec:
     canary_weight: int | None = None
     previous_image: str | None = None
     namespace: str = "default"
+    local_tag: str | None = None
 
     @property
     def image(self) -> str:
+        """The reference the deployment uses: ``repo@sha256:…`` when pushed, else the local ``repo:tag``."""
+        if self.local_tag:
+            return f"{self.image_repository}:{self.local_tag}"
         return f"{self.image_repository}@{self.image_digest}"
 
     @property
@@ -110,6 +128,11 @@ def _check(spec: HandoffSpec) -> None:
         raise DeployError(
             f"Image digest {spec.image_digest!r} of {spec.model_name} v{spec.version} is not a sha256 digest.",
             hint="Push the image first; the bundle pins the digest the registry reported.",
+        )
+    if spec.local_tag is not None and not _TAG.match(spec.local_tag):
+        raise DeployError(
+            f"Image tag {spec.local_tag!r} of {spec.model_name} v{spec.version} is not a valid image tag.",
+            hint="Use the tag shipyard gave the image when it built it (see `docker image ls`).",
         )
     if spec.run_as_user == 0:
         raise DeployError(
@@ -296,7 +319,8 @@ def write_bundle(spec: HandoffSpec, directory: Path) -> HandoffBundle:
     handoff = {
         "model": {"name": spec.model_name, "version": spec.version},
         "image": {"repository": spec.image_repository, "digest": spec.image_digest, "reference": spec.image,
-                  **{k: v for k, v in spec.image_facts.items() if k != "digest"}},
+                  "local_tag": spec.local_tag,
+                  **{k: v for k, v in spec.image_facts.items() if k not in ("digest", "local_tag")}},
         "lineage": spec.lineage.to_dict(),
         "gates": {
             "verdict": spec.gate_report.get("verdict"),
@@ -343,6 +367,17 @@ def _readme(spec: HandoffSpec, objects: Mapping[str, Any]) -> str:
         f"# {spec.model_name} version {spec.version}",
         "",
         f"Image: `{spec.image}` (runs as uid {spec.run_as_user}).",
+        *(
+            [
+                "",
+                "The image was not pushed to a registry: give it to the cluster's nodes first, e.g.",
+                f"`kind load docker-image {spec.image}`, or",
+                f"`docker save {spec.image} | ctr -n k8s.io images import -` on each node.",
+                "",
+            ]
+            if spec.local_tag
+            else []
+        ),
         f"Gate verdict: **{verdict}**"
         + (f", with {len(spec.overrides)} recorded override(s)" if spec.overrides else "")
         + ".",
@@ -394,6 +429,7 @@ def read_bundle(directory: Path) -> HandoffSpec:
         version=str(handoff["model"]["version"]),
         image_repository=image.pop("repository"),
         image_digest=image.pop("digest"),
+        local_tag=image.pop("local_tag", None),
         run_as_user=int(deployment["run_as_user"]),
         lineage=Lineage.from_dict(handoff.get("lineage") or {}),
         gate_report=report,

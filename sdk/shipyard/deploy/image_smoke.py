@@ -1,14 +1,19 @@
 """Smoke and parity test of a model image: does the container serve what the registry model predicts?
 
 ``smoke(image)`` runs the image on 127.0.0.1 with a random port, waits until
-it is ready, sends the model's logged input example and a holdout sample,
-and compares the answers with the registered model's in-process predictions.
+it is ready, sends the model's logged input example and the parity rows (the
+holdout its gate check read, else a sample of a logged dataset, else the
+input example only: :func:`~shipyard.deploy.parity.choose_rows`), and
+compares the answers with the registered model's in-process predictions. A
+container that exits or cannot start its model server fails at once with
+its log tail (:class:`~shipyard.ContainerFailed`).
 It measures latency, always removes the container, and records the verdicts
 as the ``parity`` and ``latency`` gates of the model version.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import tempfile
@@ -22,7 +27,7 @@ from .._core.errors import DeployError
 from .._core.lineage import Lineage
 from .._core.refs import ModelRef
 from .container import READY_TIMEOUT_S, JsonClient, running_model
-from .parity import MIN_HOLDOUT_ROWS, compare, holdout_rows, load_reference, records
+from .parity import MIN_HOLDOUT_ROWS, choose_rows, compare, load_reference, records
 
 if TYPE_CHECKING:
     from ..gates import GateResult
@@ -42,7 +47,9 @@ class SmokeResult:
         ready_seconds: from ``docker run`` to the first successful ``/readyz``.
         rows: rows compared (input example + holdout).
         holdout_rows: rows of the holdout sample.
-        holdout_source: where the holdout came from.
+        holdout_source: where the parity rows came from ("holdout of 250 rows", "sample of the logged
+            dataset 'train' (...)", "input example only (...)").
+        notes: rows left out of parity, categories that could not be covered, and why.
         mismatches: rows whose served prediction differs from the in-process one.
         first_mismatch: the first differing row, its expected and served predictions.
         latency_p50_ms: median latency of single-row requests.
@@ -65,6 +72,7 @@ class SmokeResult:
     metadata: dict[str, Any] = field(default_factory=dict)
     gates: list[GateResult] = field(default_factory=list)
     recorded_via: str = ""
+    notes: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -79,6 +87,7 @@ class SmokeResult:
         lines.append(f"  ready in {self.ready_seconds:.2f}s; {self.rows} rows compared ({self.holdout_source})")
         lines.append(f"  latency p50 {self.latency_p50_ms:.1f} ms, p95 {self.latency_p95_ms:.1f} ms")
         lines += [f"  gate {g.name}: {g.status} ({g.message})" for g in self.gates]
+        lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
@@ -97,13 +106,15 @@ def smoke(
     Args:
         image: image reference or id, e.g. ``shipyard/iris:v1-...``.
         model_version: model to compare with; default: the one the image's lineage labels name.
-        holdout: a DataFrame (or 2-D array) of at least 100 rows; default: derived from the input example.
+        holdout: a DataFrame (or 2-D array) of at least 100 rows; default: the holdout the version's gate
+            check recorded, else a sample of a dataset logged on its run, else the input example.
         latency_p95_ms: threshold of the ``latency`` gate.
         ready_timeout: seconds to wait for ``/readyz``.
         record: attach the gate results to the model version.
         container_labels: extra labels on the test container (a promotion marks its own).
 
     Raises:
+        ContainerFailed: the container exits, or its model server gives up starting (exit code, log tail).
         DeployError: the container does not become ready, or the service answers with errors.
         DockerUnavailable: no Docker daemon answers.
 
@@ -118,7 +129,8 @@ def smoke(
     source = _model_version(model_version, _image_labels(client, image))
     with tempfile.TemporaryDirectory(prefix="shipyard-smoke-") as tmp:
         model, example = load_reference(source.uri, Path(tmp) / "model")
-        holdout_frame, holdout_source = holdout_rows(holdout, example)
+        chosen = choose_rows(source, model, example, holdout)
+        holdout_frame, holdout_source = chosen.frame, chosen.source
         served = None
         try:
             with running_model(client, image, ready_timeout=ready_timeout, labels=container_labels) as served:
@@ -127,7 +139,7 @@ def smoke(
                     parity = compare(
                         model, [example, holdout_frame], lambda rows: http.post_json("/predict", {"inputs": rows})["predictions"]
                     )
-                    latencies = _latencies(http, records(holdout_frame if holdout_frame is not None else example))
+                    latencies = _latencies(http, _complete_rows(records(holdout_frame)) or records(example))
         except DeployError:
             raise
         except Exception as exc:
@@ -137,7 +149,8 @@ def smoke(
                 hint=f"Container log tail:\n{logs}" if logs else "Check `docker logs` of the image.",
             ) from exc
     p50, p95 = statistics.median(latencies), _percentile(latencies, 95)
-    gates = _verdicts(parity, holdout_frame, holdout_source, (p50, p95, len(latencies)), latency_p95_ms)
+    notes = chosen.notes + parity.notes
+    gates = _verdicts(parity, holdout_frame, holdout_source, (p50, p95, len(latencies)), latency_p95_ms, notes)
     if record:
         from ..gates import attach_results
 
@@ -156,7 +169,13 @@ def smoke(
         metadata=metadata,
         gates=gates,
         recorded_via="gates" if record else "",
+        notes=notes,
     )
+
+
+def _complete_rows(rows: list[Any]) -> list[Any]:
+    """Rows without a missing value: latency is measured on ordinary requests."""
+    return [r for r in rows if not (isinstance(r, dict) and any(v is None for v in r.values()))]
 
 
 def _latencies(http: JsonClient, rows: list[Any]) -> list[float]:
@@ -171,7 +190,12 @@ def _latencies(http: JsonClient, rows: list[Any]) -> list[float]:
 
 
 def _verdicts(
-    parity: Any, holdout: Any, holdout_source: str, latency: tuple[float, float, int], limit: float
+    parity: Any,
+    holdout: Any,
+    holdout_source: str,
+    latency: tuple[float, float, int],
+    limit: float,
+    notes: tuple[str, ...] = (),
 ) -> list[GateResult]:
     """The ``parity`` and ``latency`` gate results; ``latency`` is (p50, p95, requests)."""
     from ..gates import GateResult
@@ -182,6 +206,14 @@ def _verdicts(
     if parity.mismatches == 0 and len(holdout) < MIN_HOLDOUT_ROWS:
         status = "warn"
         message += f"; fewer than {MIN_HOLDOUT_ROWS} holdout rows"
+    if parity.first_mismatch:
+        first = parity.first_mismatch
+        message += (
+            f"; first differing row {json.dumps(first['row'], default=str)[:500]}: "
+            f"expected {json.dumps(first['expected'], default=str)[:200]}, "
+            f"served {json.dumps(first['served'], default=str)[:200]}"
+        )
+    message += "".join(f"; {n}" for n in notes)
     return [
         GateResult("parity", status, float(parity.mismatches), 0.0, message),
         GateResult(

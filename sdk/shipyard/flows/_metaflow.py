@@ -11,18 +11,23 @@ outside :data:`SUPPORTED`, the range this was written and checked for:
 * :func:`flow_parameters` — a flow's parameters from inside a running step
   (``FlowSpec._get_parameters``);
 * :func:`decorated_step` — the step function under a user step decorator
-  (``UserStepDecorator._my_step``).
+  (``UserStepDecorator._my_step``);
+* :func:`user_decorators` — the flow mutators and user step decorators a flow
+  class carries (``FlowSpec._flow_state``, a step's ``wrappers``);
+* :func:`runner_class` — ``metaflow.Runner`` with the command-line API it
+  drives imported, leaving Python's ``typing`` as it was.
 
 This module imports Metaflow only inside its functions.
 """
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from metaflow import Run
+    from metaflow import Run, Runner
 
 SUPPORTED = "metaflow>=2.19,<2.20"
 """The Metaflow versions this adapter was written for (as in ``pyproject.toml``)."""
@@ -69,3 +74,49 @@ def decorated_step(obj: Any) -> Any | None:
        (``@shipyard.gate``) left on it; Metaflow unwraps it the same way.
     """
     return getattr(obj, "_my_step", None)
+
+
+def user_decorators(flow_class: type) -> list[Any]:
+    """Every flow mutator (inherited ones too) and user step decorator on ``flow_class``, before it runs.
+
+    Q: Why the private state?
+    A: Metaflow lists a class's mutators in ``FlowSpec._flow_state`` and a
+       step's user decorators in the step function's ``wrappers``; the public
+       view, ``MutableFlow``, exists only while a mutator runs. ``shipyard.run``
+       reads them to refuse an untracked flow before any step starts.
+    """
+    from metaflow.flowspec import FlowStateItems
+
+    found = list(flow_class._flow_state[FlowStateItems.FLOW_MUTATORS])  # noqa: SLF001 - see above
+    for name in dir(flow_class):
+        try:
+            attr = getattr(flow_class, name)  # attribute access unwraps a bare user step decorator
+        except Exception:  # a descriptor that fails on the class is no step
+            continue
+        if callable(attr) and getattr(attr, "is_step", False):
+            found.extend(getattr(attr, "wrappers", None) or ())
+    return found
+
+
+def runner_class() -> type[Runner]:
+    """``metaflow.Runner``, with the modules a run imports already loaded and ``typing`` left untouched.
+
+    Q: Why guard ``typing``?
+    A: The Runner's command-line API imports Metaflow's vendored copy of
+       ``typing_extensions``, which replaces ``typing._collect_parameters``
+       with a version that only knows its own ``NoDefault``. Afterwards every
+       generic class built from the real ``typing_extensions``' type variables
+       fails to define ("Type parameter ~_R without a default follows type
+       parameter with a default"): ``import torch`` in the same kernel breaks,
+       and so does loading any model whose library imports it. The vendored
+       copy needs its replacement only while its own modules are defined, so
+       the original is put back once they are imported.
+    """
+    saved = {name: getattr(typing, name) for name in ("_collect_parameters", "_collect_type_vars") if hasattr(typing, name)}
+    try:
+        from metaflow import Runner
+        from metaflow.runner import click_api  # noqa: F401 - imported here, under the guard, not mid-run
+    finally:
+        for name, value in saved.items():
+            setattr(typing, name, value)
+    return Runner

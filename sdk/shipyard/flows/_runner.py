@@ -1,9 +1,22 @@
 """Running flows from notebooks and scripts through Metaflow's Runner.
 
 In a notebook, the cell that defines the flow class is written to a file in
-the workspace (as Metaflow's NBRunner does) and run from there, so
-``shipyard.run(Flow)`` may be called from any later cell. In a script, the
-flow's own file is run.
+the workspace and run from there, so ``shipyard.run(Flow)`` may be called
+from any later cell. What of the cell goes into that file (the flow and what
+it needs, not the cell's data loading, plots or ``shipyard.run`` calls) is
+the rule in :mod:`shipyard.flows._cell`. In a script, the flow's own file is
+run.
+
+Steps behave like the caller: they import what the caller's ``sys.path``
+(in a notebook: the notebook's directory, then the kernel's path) provides,
+passed to the step processes through ``PYTHONPATH``. A flow that is not
+tracked is refused before Metaflow starts it.
+
+Q: Why hand the caller's import path to the steps?
+A: Each step is a new Python process started on the written flow file, whose
+   own directory (``.shipyard/flows``) is the first entry of its path. A
+   helper module next to the notebook, or a ``src/`` the notebook added to
+   ``sys.path``, would be importable in the kernel and missing in the step.
 """
 
 from __future__ import annotations
@@ -11,7 +24,9 @@ from __future__ import annotations
 import ast
 import asyncio
 import concurrent.futures
+import functools
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -150,15 +165,16 @@ def run(flow: Any, *, show_output: bool = False, **params: Any) -> RunResult:
 
     Raises:
         FlowFailed: a step raised; carries the step name, the original error and the log tail.
-        FlowError: the flow could not be started.
+        FlowError: the flow could not be started, e.g. it is not decorated with ``@shipyard.track``.
 
     Example:
         >>> result = shipyard.run(TrainFlow, epochs=20)   # doctest: +SKIP
         >>> result.metrics["accuracy"], result.model_uri   # doctest: +SKIP
     """
     state = _RunState(current_workspace())
+    flow_file = _flow_file(flow, state.workspace)  # refuses an untracked flow before anything starts
     _prepare_store(state.workspace)
-    return _execute(flow, params, show_output, state)
+    return _execute(flow_file, params, show_output, state)
 
 
 def run_async(flow: Any, *, show_output: bool = False, **params: Any) -> FlowRun:
@@ -179,12 +195,15 @@ def run_async(flow: Any, *, show_output: bool = False, **params: Any) -> FlowRun
 
 
 def _execute(flow: Any, params: Mapping[str, Any], show_output: bool, state: _RunState) -> RunResult:
-    from metaflow import Runner
+    from ._metaflow import runner_class
 
+    Runner = runner_class()  # noqa: N806 - the class, named as Metaflow names it
     _ensure_metaflow_identity()
     ws = state.workspace
     flow_file = flow if isinstance(flow, _FlowFile) else _flow_file(flow, ws)
     env = {**ws.child_env(), **flow_file.env}
+    if import_path := step_import_path(os.environ.get("PYTHONPATH", "")):
+        env["PYTHONPATH"] = import_path  # never empty: an empty entry would put the working directory on the path
     # Step processes must fail fast on a dead tracker and spool, not sit in MLflow's long retry loop.
     env.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"))
     env.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", os.environ.get("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"))
@@ -268,7 +287,7 @@ def _collect(ws: Workspace, state: _RunState, status: str, output: str, duration
             log_tail=tail,
             pathspec=pathspec or None,
             mlflow_run_id=run_id,
-            hint=f"Fix the step and run again; the log tail is on .log_tail"
+            hint="Fix the step and run again; the log tail is on .log_tail"
             + (f", metrics logged before the failure are in MLflow run {run_id}." if run_id else "."),
         )
     if mlflow_run is None:
@@ -323,6 +342,90 @@ def _last_exception_line(output: str) -> str:
     return "the step exited with an error (see log_tail)"
 
 
+def step_import_path(existing: str = "") -> str:
+    """``PYTHONPATH`` for a flow's step processes: the caller's own import path first, then ``existing``.
+
+    The caller's path is the notebook's directory (in a kernel), then every
+    entry of ``sys.path`` a fresh interpreter would not have anyway (the
+    script's or kernel's directory, ``sys.path.append(...)`` edits, the
+    caller's own ``PYTHONPATH``), in order, each once; nothing of
+    ``existing`` is dropped.
+    """
+    default = _interpreter_path()
+    entries: list[str] = []
+    notebook = os.environ.get("JPY_SESSION_NAME", "")
+    if notebook and os.path.isabs(notebook) and os.path.isfile(notebook):
+        entries.append(os.path.dirname(notebook))
+    for entry in sys.path:
+        if not isinstance(entry, (str, os.PathLike)):
+            continue  # importlib ignores these too
+        text = os.fspath(entry)
+        if not isinstance(text, str):
+            continue
+        path = os.path.abspath(text or os.getcwd())
+        if path not in default and os.path.exists(path):
+            entries.append(path)
+    entries.extend(p for p in existing.split(os.pathsep) if p)
+    # an entry holding the separator cannot be passed through PYTHONPATH; the step cannot see it either way
+    unique = [p for p in dict.fromkeys(entries) if os.pathsep not in p]
+    return os.pathsep.join(unique)
+
+
+@functools.lru_cache(maxsize=1)
+def _interpreter_path() -> frozenset[str]:
+    """What ``sys.path`` a fresh interpreter (the one steps run on) has without ``PYTHONPATH``.
+
+    Q: Why ask a fresh interpreter, not ``sysconfig``?
+    A: Site packages add entries of their own (``.pth`` files, editable
+       installs); only the interpreter knows them all. Passing them again
+       would move them ahead of the standard library in the steps.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", "import sys; print(repr(sys.path[1:]))"],
+            capture_output=True, text=True, env=env, cwd=os.path.dirname(sys.executable) or None, timeout=60,
+        )
+        listed = ast.literal_eval(out.stdout.strip())
+    except (OSError, subprocess.SubprocessError, ValueError, SyntaxError):
+        import site
+        import sysconfig
+
+        listed = [*sysconfig.get_paths().values(), *site.getsitepackages(), site.getusersitepackages()]
+    return frozenset(os.path.abspath(p) for p in listed if isinstance(p, str) and p)
+
+
+def _require_tracked(flow: type) -> None:
+    from ._decorators import ShipyardFlow, ShipyardStep
+    from ._metaflow import user_decorators
+
+    if any(isinstance(d, (ShipyardFlow, ShipyardStep)) for d in user_decorators(flow)):
+        return
+    raise FlowError(
+        f"{flow.__name__} is not tracked, so shipyard.run() did not start it: no MLflow run would record "
+        "its metrics, model and lineage.",
+        hint=f"Put `@shipyard.track` above `class {flow.__name__}(FlowSpec):`, run that cell (or save the file) "
+        "again, then run the flow.",
+    )
+
+
+def _require_tracked_file(path: Path) -> None:
+    from ._cell import tracked_in_source
+
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FlowError(f"Cannot read the flow file {path}: {exc}", hint="Pass a readable Python file.") from exc
+    found = tracked_in_source(source)
+    if found.tracked is False:  # None: it cannot tell from the text; the run's result says it
+        names = ", ".join(found.flows)
+        raise FlowError(
+            f"{names} in {path.name} is not tracked, so shipyard.run() did not start it: no MLflow run would "
+            "record its metrics, model and lineage.",
+            hint=f"Put `@shipyard.track` (after `import shipyard`) above the flow class in {path}, then run it again.",
+        )
+
+
 @dataclass(frozen=True)
 class _FlowFile:
     path: Path
@@ -336,31 +439,46 @@ def _flow_file(flow: Any, ws: Workspace) -> _FlowFile:
         path = Path(flow).resolve()
         if not path.is_file():
             raise FlowError(f"No flow file at {path}.", hint="Pass a FlowSpec class or the path of a flow file.")
+        _require_tracked_file(path)
         return _FlowFile(path, {"SHIPYARD_SOURCE_KIND": "file"})
-    if not isinstance(flow, type):
+    from metaflow import FlowSpec
+
+    if not isinstance(flow, type) or not issubclass(flow, FlowSpec):
         raise FlowError(
-            f"shipyard.run() needs a FlowSpec class or a flow file, not {type(flow).__name__}.",
+            f"shipyard.run() needs a FlowSpec class or a flow file, not {_describe(flow)}.",
             hint="Pass the class itself: shipyard.run(MyFlow).",
         )
+    _require_tracked(flow)
     module = sys.modules.get(flow.__module__)
     module_file = getattr(module, "__file__", None)
     if flow.__module__ != "__main__" or (module_file and not _in_ipython()):
         return _FlowFile(Path(module_file or "").resolve(), {"SHIPYARD_SOURCE_KIND": "file"})
-    cell = _defining_cell(flow.__name__)
-    from metaflow.runner.utils import format_flowfile
+    cell, python = _defining_cell(flow.__name__)
+    from ._cell import RULE_VERSION, flow_script
 
-    digest = sha256_text(cell)
+    digest = sha256_text(f"{RULE_VERSION}\n{cell}")
     flows_dir = ws.root / "flows"
     flows_dir.mkdir(parents=True, exist_ok=True)
     path = flows_dir / f"{flow.__name__}_{digest[:12]}.py"
     cell_path = flows_dir / f"{flow.__name__}_{digest[:12]}.cell.py"
-    if not path.exists():
-        path.write_text(format_flowfile(cell), encoding="utf-8")
-        cell_path.write_text(cell, encoding="utf-8")
+    if not path.exists() or not cell_path.exists():
+        _write_atomically(cell_path, cell)
+        _write_atomically(path, flow_script(python, flow.__name__).source)
     env = {"SHIPYARD_SOURCE_KIND": "notebook-cell", "SHIPYARD_CELL_SOURCE": str(cell_path)}
     if notebook := os.environ.get("JPY_SESSION_NAME"):
         env["SHIPYARD_NOTEBOOK"] = notebook
     return _FlowFile(path, env)
+
+
+def _describe(obj: Any) -> str:
+    return f"the class {obj.__name__}" if isinstance(obj, type) else type(obj).__name__
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    # two runs of one cell at once (run_async) must not see a half-written file
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
 
 
 def _in_ipython() -> bool:
@@ -368,20 +486,23 @@ def _in_ipython() -> bool:
     return bool(ipython_module and ipython_module.get_ipython())
 
 
-def _defining_cell(class_name: str) -> str:
-    """Source of the newest notebook cell that defines ``class_name`` as a FlowSpec."""
+def _defining_cell(class_name: str) -> tuple[str, str]:
+    """The newest notebook cell that defines ``class_name``: as typed, and as Python (magics made calls)."""
     from IPython import get_ipython
+    from IPython.core.inputtransformer2 import TransformerManager
 
     history = get_ipython().history_manager.input_hist_raw
+    transformer = TransformerManager()
     for cell in reversed(history):
         if f"class {class_name}" not in cell:
             continue
         try:
-            tree = ast.parse(cell)
-        except SyntaxError:
+            python = transformer.transform_cell(cell)
+            tree = ast.parse(python)
+        except Exception:  # noqa: BLE001 - a history entry IPython or Python cannot read defines no flow
             continue
         if any(isinstance(node, ast.ClassDef) and node.name == class_name for node in tree.body):
-            return cell
+            return cell, python
     raise FlowError(
         f"Could not find the notebook cell that defines {class_name}.",
         hint="Define the flow class in a single cell (with its imports) and run that cell before shipyard.run().",

@@ -11,6 +11,8 @@ Gate kinds (each blocking or warning-only):
 
 Use them with :func:`check` (notebook, script), ``@shipyard.gate`` on a flow
 step, and ``shipyard gates check RUN_OR_VERSION`` in CI (:func:`recheck`).
+A blocking failure is lifted only by the same gate passing or by
+:func:`override` (``shipyard gates override``) with a written reason.
 
 Example:
     >>> from shipyard.gates import threshold, champion_challenger, check
@@ -22,7 +24,7 @@ Example:
 
 from __future__ import annotations
 
-from ._check import check, recheck
+from ._check import check, override, recheck
 from ._decorator import StepGates, gate
 from ._evaluate import GateContext
 from ._record import attach_results, load_report
@@ -63,6 +65,7 @@ __all__ = [
     "data_contract",
     "gate",
     "load_report",
+    "override",
     "recheck",
     "slice_parity",
     "spec_from_dict",

@@ -141,7 +141,7 @@ def read_profile(ws: Workspace, run_id: str, dataset: str) -> Mapping[str, Any]:
     Raises:
         GateError: the run has no such profile.
     """
-    path = f"{lineage.DATASET_ARTIFACT_DIR}/{dataset}.profile.json"
+    path = lineage.dataset_artifact(dataset, "profile")
     try:
         with tempfile.TemporaryDirectory() as tmp:
             local = client(ws).download_artifacts(run_id, path, tmp)

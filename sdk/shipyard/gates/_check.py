@@ -1,14 +1,29 @@
-"""Running gates against a candidate and applying overrides: :func:`check` and :func:`recheck`.
+"""Running gates against a candidate and applying overrides: :func:`check`, :func:`recheck`, :func:`override`.
 
 Which model is checked, and how it predicts, is :mod:`._candidate`'s job;
 writing the verdict down and reading it back is :mod:`._record`'s.
+
+Q: Which report does ``promote`` trust, when a candidate was checked several times?
+A: Its *binding* report (``shipyard/gates/report.json`` on the run), which
+   every recorded check updates by :func:`bind`, never simply replaces:
+   results of gates the new check did not run are carried over, and a
+   blocking gate that failed (or could not be evaluated) stays failed unless
+   the *same* gate (same name and settings; for a custom gate the same
+   function source) is evaluated again and passes, or an override with a
+   written reason names it. A more lenient gate under the same name, or
+   different gates, give a new report of their own (kept under
+   ``shipyard/gates/checks/``) but cannot turn the failure into a pass.
+   Otherwise any later ``check(run, gates=[threshold("rmse <= 1000")])``
+   would silently undo the gates the flow declared.
 """
 
 from __future__ import annotations
 
+import secrets
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime, timezone
 from typing import Any
 
 from .._core import audit
@@ -16,10 +31,10 @@ from .._core.errors import GateError, OverrideRefused
 from .._core.workspace import Workspace, current_workspace
 from ._candidate import Candidate, client, get_run, live_champion, load_subject, pinned_champion, read_profile
 from ._candidate import resolve_candidate
-from ._evaluate import EvalContext, evaluate
-from ._record import now, record_report, recorded_report
+from ._evaluate import CannotEvaluate, EvalContext, evaluate
+from ._record import now, read_report, record_override, record_report, recorded_report
 from ._report import GateReport, GateResult
-from ._specs import GateSpec, SliceParity, spec_from_dict, spec_to_dict
+from ._specs import GateSpec, SliceParity, spec_from_dict, spec_identity, spec_to_dict
 
 
 def _as_holdout(holdout: Any, target: str) -> Any:
@@ -98,8 +113,11 @@ def _override_names(override: Any, names: Sequence[str]) -> list[str] | None:
 
 
 def apply_override(report: GateReport, names: Sequence[str], *, by: str, at: str, reason: str) -> GateReport:
-    """Mark the failed blocking gates among ``names`` as ``overridden``; record who, when, why."""
-    targets = [r.name for r in report.results if r.status == "fail" and r.name in names]
+    """Mark the blocking failures among ``names`` as ``overridden``; record who, when, why.
+
+    An earlier override of the report is kept under ``override["previous"]``.
+    """
+    targets = [r.name for r in report.results if r.blocks and r.name in names]
     if not targets:
         report.notes.append(f"override of {', '.join(names)} requested, but none of them failed; nothing overridden")
         return report
@@ -109,9 +127,80 @@ def apply_override(report: GateReport, names: Sequence[str], *, by: str, at: str
         else r
         for r in report.results
     ]
+    earlier = report.override
     report = replace(report, results=results)
     report.override = {"gates": targets, "by": by, "at": at, "reason": reason}
+    if earlier:
+        latest = {k: v for k, v in earlier.items() if k != "previous"}
+        report.override["previous"] = [*earlier.get("previous", []), latest]
     return report
+
+
+def _describe(spec: Mapping[str, Any] | None) -> str:
+    if not spec:
+        return "a result attached from elsewhere"
+    if spec.get("kind") == "threshold":
+        return f"{spec.get('metric')} {spec.get('op')} {spec.get('value'):g}"
+    if spec.get("kind") == "custom":
+        return f"custom {spec.get('fn', {}).get('qualname')}"
+    return str(spec.get("kind"))
+
+
+def _carried(result: GateResult, previous: GateReport) -> GateResult:
+    if "carried_from" in result.details:
+        return result
+    return replace(result, details={**result.details, "carried_from": previous.check_id or previous.created_at})
+
+
+def bind(previous: GateReport | None, new: GateReport) -> GateReport:
+    """The candidate's binding report after ``new``: ``new``'s results merged into ``previous``.
+
+    Gates ``new`` did not run keep their recorded results. A recorded blocking
+    failure (``fail``, or a blocking ``error``) or override stays unless ``new``
+    evaluated the same gate (:func:`~._specs.spec_identity`): a different gate
+    under the same name is noted and does not replace it. The same gate's new
+    result replaces the recorded one, whatever it is: an override covers the
+    failure it was given for, so the same gate failing again needs a new one.
+
+    Example:
+        >>> bind(None, report) is report                      # doctest: +SKIP
+        True
+    """
+    if previous is None:
+        return new
+    prev_specs = {s["name"]: s for s in previous.specs}
+    new_specs = {s["name"]: s for s in new.specs}
+    results = {r.name: r for r in new.results}
+    specs = dict(new_specs)
+    notes = list(new.notes)
+    keeps_override = False
+    for old in previous.results:
+        fresh = results.get(old.name)
+        held = old.blocks or old.status == "overridden"
+        same = old.name in prev_specs and spec_identity(prev_specs[old.name]) == spec_identity(new_specs.get(old.name))
+        if fresh is None or (held and not same):
+            results[old.name] = _carried(old, previous)
+            specs.pop(old.name, None)
+            if old.name in prev_specs:
+                specs[old.name] = prev_specs[old.name]
+            keeps_override |= old.status == "overridden"
+            if fresh is not None:
+                ran = _describe(new_specs.get(old.name))
+                notes.append(
+                    f"{old.name}: this check ran a different gate under that name ({ran}, "
+                    f"{fresh.status}); the recorded gate ({_describe(prev_specs.get(old.name))}) stays {old.status}: "
+                    "a blocking failure is lifted only by the same gate passing, or by an override with a reason"
+                )
+    carried = [name for name, r in results.items() if "carried_from" in r.details and name not in new_specs]
+    if carried:
+        notes.append(f"carried from earlier checks: {', '.join(carried)}")
+    return replace(
+        new,
+        results=list(results.values()),
+        specs=list(specs.values()),
+        notes=notes,
+        override=previous.override if keeps_override else None,
+    )
 
 
 def _context(
@@ -149,11 +238,32 @@ def _run_gates(specs: Sequence[GateSpec], ctx: EvalContext) -> tuple[list[GateRe
     results: list[GateResult] = []
     notes: list[str] = []
     for spec in specs:
-        result = evaluate(spec, ctx)
+        try:
+            result = evaluate(spec, ctx)
+        except CannotEvaluate as exc:
+            result = cannot_evaluate(spec.gate_name, spec.kind, spec.blocking, exc)
         if note := result.details.get("note"):
             notes.append(f"{result.name}: {note}")
         results.append(result)
     return results, notes
+
+
+def cannot_evaluate(name: str, kind: str, blocking: bool, exc: GateError) -> GateResult:
+    """The result of a gate that could not be evaluated: status ``error``, the cause in the message."""
+    return GateResult(
+        name,
+        "error",
+        None,
+        None,
+        f"cannot be evaluated: {exc.message}",
+        blocking,
+        kind,
+        {"error": exc.message, "hint": exc.hint, "cause": repr(exc.__cause__) if exc.__cause__ else None},
+    )
+
+
+def new_check_id() -> str:
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
 def check(
@@ -188,7 +298,10 @@ def check(
         raise_on_fail: raise :class:`GateFailed` when the verdict is ``fail``.
 
     Returns:
-        The :class:`GateReport`; ``report.verdict`` is ``pass``, ``overridden`` or ``fail``.
+        The candidate's binding :class:`GateReport` (what ``promote`` trusts): these gates' results
+        merged with the recorded ones by :func:`bind`, so an earlier blocking failure that these
+        gates did not lift is still in it. ``report.verdict`` is ``pass``, ``overridden`` or ``fail``.
+        With ``record=False``, only these gates' results.
 
     Raises:
         GateError: a gate is declared wrongly or its input is unusable (names the gate and what is missing).
@@ -204,8 +317,6 @@ def check(
     """
     ws = workspace or current_workspace()
     specs = _normalise_gates(gates)
-    names = [s.gate_name for s in specs]
-    override_names = _override_names(override, names)
     cand = resolve_candidate(candidate, model=model, workspace=ws)
     frame = _as_holdout(holdout, target)
     data = {name: _as_frame(name, value) for name, value in (datasets or {}).items()}
@@ -213,17 +324,21 @@ def check(
         data["holdout"] = frame
     ctx = _context(ws, cand, specs, frame, target, data, model_name, live_champion(ws))
     results, notes = _run_gates(specs, ctx)
-    report = GateReport(
+    check_id = new_check_id()
+    own = GateReport(
         # the model whose champion was compared with, so a re-check compares with the same one
         candidate={**cand.info(), "compared_with": ctx.model_name},
         results=results,
         champion=ctx.champion_used,
-        specs=[spec_to_dict(s) for s in specs],
+        specs=[{**spec_to_dict(s), "check": check_id} for s in specs],
         target=target if frame is not None else None,
         created_at=now(),
         author=ws.author,
         notes=notes,
+        check_id=check_id,
     )
+    report = bind(_binding(ws, cand), own) if record else own
+    override_names = _override_names(override, [r.name for r in report.results])
     if override_names is not None:
         if reason is None or not str(reason).strip():
             audit.append(
@@ -239,10 +354,69 @@ def check(
             )
         report = apply_override(report, override_names, by=ws.author, at=now(), reason=str(reason).strip())
     if record:
-        report = record_report(ws, cand, report, data)
+        report = record_report(ws, cand, report, data, own=own, new_override=override_names is not None)
     if raise_on_fail:
         report.raise_for_verdict()
     return report
+
+
+def _binding(ws: Workspace, cand: Candidate) -> GateReport | None:
+    """The binding report recorded for ``cand``, or None (also when the run's report is another version's)."""
+    from ._record import other_version
+
+    previous = read_report(ws, cand.run_id)
+    if previous is None or other_version(cand, previous):
+        return None
+    return previous
+
+
+def override(
+    ref: Any,
+    gates: str | Sequence[str],
+    *,
+    reason: str | None,
+    workspace: Workspace | None = None,
+) -> GateReport:
+    """Override blocking failures in the binding report of a run or version, without re-running gates.
+
+    The override names its author (the configured ``author``, else the OS
+    user), and is written into the report, the run and version tags
+    (``shipyard.gate.override.*``) and the audit log before this returns.
+
+    Args:
+        ref: run id, ``RunResult`` or registered version (``"churn/4"``, ``"churn@challenger"``).
+        gates: the gate name(s) to override; each must be in the recorded report.
+        reason: why the failure may be ignored; required.
+
+    Raises:
+        OverrideRefused: no reason, or a blank one (an ``gate.override_refused`` audit record is written).
+        GateError: nothing is recorded for ``ref``, or a named gate is not in its report.
+
+    Example:
+        >>> shipyard.gates.override("churn/4", ["threshold.rmse"],
+        ...                         reason="holdout mislabelled, INC-231")  # doctest: +SKIP
+    """
+    ws = workspace or current_workspace()
+    cand = resolve_candidate(ref, workspace=ws)
+    report = recorded_report(ws, cand)
+    names = _override_names([gates] if isinstance(gates, str) else list(gates), [r.name for r in report.results])
+    assert names is not None
+    if reason is None or not str(reason).strip():
+        audit.append("gate.override_refused", workspace=ws, **cand.audit_fields(), gates=names)
+        raise OverrideRefused(
+            f"Override of {', '.join(names)} for {report.subject()} refused: no written reason.",
+            report=report,
+            hint='Say why the failing gate may be ignored: --reason "..." (or reason="...").',
+        )
+    not_failed = [n for n in names if not report[n].blocks]
+    if len(not_failed) == len(names):
+        raise GateError(
+            f"Nothing to override for {report.subject()}: {', '.join(names)} did not fail "
+            f"(statuses: {', '.join(f'{n}={report[n].status}' for n in names)}).",
+            hint="Override only gates whose status is fail or error; see `shipyard gates show`.",
+        )
+    report = apply_override(report, names, by=ws.author, at=now(), reason=str(reason).strip())
+    return record_override(ws, cand, report)
 
 
 def recheck(ref: Any, *, workspace: Workspace | None = None) -> GateReport:
@@ -271,7 +445,19 @@ def recheck(ref: Any, *, workspace: Workspace | None = None) -> GateReport:
         return replace(
             recorded, results=results, notes=[*recorded.notes, "no gate specs recorded; results as attached"]
         )
-    specs = [spec_from_dict(s) for s in recorded.specs]
+    # only the last check's gates can be re-run on the data stored with it; results carried
+    # from earlier checks were evaluated on theirs and are kept as recorded
+    latest = [s for s in recorded.specs if s.get("check", recorded.check_id) == recorded.check_id]
+    specs: list[GateSpec] = []
+    unloadable: list[GateResult] = []
+    for stored in latest:
+        try:
+            specs.append(spec_from_dict(stored))
+        except GateError as exc:
+            if stored.get("kind") != "custom":
+                raise
+            blocking = bool(stored.get("blocking", True))
+            unloadable.append(cannot_evaluate(str(stored.get("name")), "custom", blocking, exc))
     data: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, path in recorded.data.items():
@@ -303,6 +489,7 @@ def recheck(ref: Any, *, workspace: Workspace | None = None) -> GateReport:
         pinned_champion(ws, recorded.champion),
     )
     results, notes = _run_gates(specs, ctx)
+    results += unloadable
     evaluated = {r.name for r in results}
     carried = [r for r in recorded.results if r.name not in evaluated]
     report = GateReport(
@@ -316,8 +503,11 @@ def recheck(ref: Any, *, workspace: Workspace | None = None) -> GateReport:
         author=ws.author,
         notes=notes + ([f"kept as recorded: {', '.join(r.name for r in carried)}"] if carried else []),
         artifact_uri=recorded.artifact_uri,
+        check_id=recorded.check_id,
     )
     if recorded.override:
-        o = recorded.override
-        report = apply_override(report, o["gates"], by=o["by"], at=o["at"], reason=o["reason"])
+        for o in [*recorded.override.get("previous", []), recorded.override]:
+            if any(r.blocks for r in report.results if r.name in o["gates"]):
+                report = apply_override(report, o["gates"], by=o["by"], at=o["at"], reason=o["reason"])
+        report.override = recorded.override
     return report

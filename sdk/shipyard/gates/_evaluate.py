@@ -3,6 +3,18 @@
 Nothing here writes anywhere; recording is :mod:`shipyard.gates._check`'s job.
 Models are reached through :class:`Subject`, so the logic can be tested with
 plain Python callables.
+
+Q: Why does a model that cannot score the holdout give a result, not an exception?
+A: Imperfect data is exactly when the report matters most: five NaN values
+   that make a model's ``predict`` raise also make the data contract fail,
+   and the contract's message is the explanation. So a gate that cannot be
+   evaluated on *this data* (predict raises, the target or the predictions
+   hold NaN, the metric cannot take these labels) raises
+   :class:`CannotEvaluate`, which the check turns into a result with status
+   ``error``, the cause in its message, blocking like a failure. A gate that
+   is *declared* wrongly (a metric never logged, a contract for a column the
+   data does not have) is still a :class:`GateError`: that is a mistake in
+   the code, not in the data.
 """
 
 from __future__ import annotations
@@ -28,6 +40,10 @@ from ._specs import (
 )
 
 _EPS = 1e-12
+
+
+class CannotEvaluate(GateError):
+    """A gate that cannot be evaluated on the data it was given (the check records status ``error``)."""
 
 
 @dataclass
@@ -63,6 +79,8 @@ class Subject:
 
         cached = self._cache.get(id(frame))
         if cached is not None and cached[0] is frame:
+            if isinstance(cached[1], CannotEvaluate):  # one failing predict per frame, not one per gate
+                raise CannotEvaluate(cached[1].message, hint=cached[1].hint) from cached[1].__cause__
             return cached[1]
         if self.feature_names:
             missing = [c for c in self.feature_names if c not in frame.columns]
@@ -80,10 +98,15 @@ class Subject:
         except ShipyardError:
             raise
         except Exception as exc:
-            raise GateError(
-                f"Gate {gate!r}: {self.label} could not predict on the holdout set: {type(exc).__name__}: {exc}",
-                hint="Check that the holdout columns and dtypes match what the model was trained on.",
-            ) from exc
+            problem = CannotEvaluate(
+                f"{self.label} cannot score the holdout set: {type(exc).__name__}: {_first_line(exc)}",
+                hint="Clean the holdout (missing values, unseen categories, wrong dtypes; the data contract "
+                "names them) or make the model handle such rows, e.g. an imputer or "
+                "OneHotEncoder(handle_unknown='ignore') in its pipeline.",
+            )
+            problem.__cause__ = exc
+            self._cache[id(frame)] = (frame, problem)
+            raise problem from exc
         if isinstance(raw, pd.DataFrame):
             raw = raw.iloc[:, 0]
         predictions = np.asarray(raw)
@@ -198,10 +221,68 @@ def _require_candidate(ctx: EvalContext, gate: str) -> Subject:
     return ctx.candidate
 
 
+def _first_line(exc: BaseException) -> str:
+    """The informative part of a library's message: MLflow's schema errors open with a repr of
+    the whole frame and end with ``Error: <the cause>``."""
+    text = str(exc).strip()
+    if "Error: " in text:
+        return text[text.rindex("Error: ") + len("Error: ") :].strip()[:500]
+    lines = text.splitlines()
+    return lines[0][:500] if lines else ""
+
+
 def _holdout_metric(ctx: EvalContext, subject: Subject, metric: str, gate: str, frame: Any = None) -> float:
     holdout = _require_holdout(ctx, gate) if frame is None else frame
     predictions = subject.predict(holdout, gate=gate, exclude=ctx.exclude)
-    return _metrics.compute(metric, holdout[ctx.target].to_numpy(), predictions, gate=gate)
+    y_true = holdout[ctx.target].to_numpy()
+    _require_scorable(subject, y_true, predictions, ctx.target)
+    return _score(metric, y_true, predictions, subject, gate)
+
+
+def _score(metric: str, y_true: Any, predictions: Any, subject: Subject, gate: str) -> float:
+    try:
+        return _metrics.compute(metric, y_true, predictions, gate=gate)
+    except GateError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise CannotEvaluate(
+            f"{metric} cannot be computed from the target and {subject.label}'s predictions: "
+            f"{type(exc).__name__}: {_first_line(exc)}",
+            hint="Check that the target column holds the labels the model predicts (same type and classes).",
+        ) from exc
+
+
+def _missing(values: Any) -> Any:
+    """Boolean mask of missing values (None, NaN, NaT) in a 1-D array of any dtype."""
+    import pandas as pd
+
+    return pd.isna(values)
+
+
+def _require_scorable(subject: Subject, y_true: Any, predictions: Any, target: str | None) -> None:
+    """Raise :class:`CannotEvaluate` when a metric over these rows would be undefined."""
+    if len(predictions) != len(y_true):
+        raise CannotEvaluate(
+            f"{subject.label} returned {len(predictions)} predictions for {len(y_true)} holdout rows.",
+            hint="The model's predict must return one prediction per input row.",
+        )
+    for what, values, fix in (
+        (f"the target column {target!r}", y_true, "Drop the unlabelled rows from the holdout, or label them."),
+        (
+            f"{subject.label}'s predictions",
+            predictions,
+            "The model predicts a missing value for some rows; the data contract shows which inputs are unusual.",
+        ),
+    ):
+        missing = _missing(values)
+        count = int(missing.sum())
+        if count:
+            rows = missing.nonzero()[0][:5].tolist()
+            raise CannotEvaluate(
+                f"{what} has {count} missing value(s) of {len(values)} (rows {', '.join(map(str, rows))}"
+                f"{' ...' if count > 5 else ''}); a metric over them is undefined.",
+                hint=fix,
+            )
 
 
 # ---- threshold ------------------------------------------------------------------------------
@@ -463,7 +544,8 @@ def _data_contract(spec: DataContract, ctx: EvalContext) -> GateResult:
                     )
         if rule.categories is not None:
             allowed = {str(c) for c in rule.categories}
-            unseen = sorted(set(values.astype(str)) - allowed)
+            # distinct values first: str() of each of a million rows is the slow part, not the compare
+            unseen = sorted({str(v) for v in pd.unique(values.to_numpy())} - allowed)
             if unseen:
                 shown = ", ".join(repr(u) for u in unseen[:5]) + (" ..." if len(unseen) > 5 else "")
                 add(name, "categories", f"{name}: unseen categor{'y' if len(unseen) == 1 else 'ies'} {shown}")
@@ -497,8 +579,6 @@ def _data_contract(spec: DataContract, ctx: EvalContext) -> GateResult:
 
 
 def _slice_parity(spec: SliceParity, ctx: EvalContext) -> GateResult:
-    import pandas as pd
-
     gate = spec.gate_name
     holdout = _require_holdout(ctx, gate)
     if spec.column not in holdout.columns:
@@ -511,22 +591,13 @@ def _slice_parity(spec: SliceParity, ctx: EvalContext) -> GateResult:
     candidate = _require_candidate(ctx, gate)
     predictions = candidate.predict(holdout, gate=gate, exclude=ctx.exclude)
     column = holdout[spec.column]
-    if pd.api.types.is_numeric_dtype(column) and column.nunique() > spec.bins:
-        binned = pd.qcut(column, spec.bins, duplicates="drop")
-        labels = {iv: f"({iv.left:.4g}, {iv.right:.4g}]" for iv in binned.cat.categories}
-        order = list(labels.values())
-        groups = binned.map(labels).astype(str)
-    else:
-        groups = column.astype(str).where(column.notna(), "<missing>")
-        order = sorted(groups.unique(), key=str)
     y = holdout[ctx.target].to_numpy()
+    _require_scorable(candidate, y, predictions, ctx.target)
+    positions = _group_rows(column, spec.bins)
     per_group: dict[str, Any] = {}
-    for group in order:
-        if not (groups == group).any():
-            continue
-        mask = (groups == group).to_numpy()
-        rows = int(mask.sum())
-        value = _metrics.compute(spec.metric, y[mask], predictions[mask], gate=gate)
+    for group, rows_at in positions.items():
+        rows = len(rows_at)
+        value = _score(spec.metric, y[rows_at], predictions[rows_at], candidate, gate)
         per_group[str(group)] = {"value": value, "rows": rows, "compared": rows >= spec.min_rows}
     compared = {g: v for g, v in per_group.items() if v["compared"]}
     listing = ", ".join(f"{g}={_fmt(v['value'])} (n={v['rows']})" for g, v in per_group.items())
@@ -557,6 +628,35 @@ def _slice_parity(spec: SliceParity, ctx: EvalContext) -> GateResult:
     )
 
 
+def _group_rows(column: Any, bins: int) -> dict[str, Any]:
+    """Group label → row positions, in display order (bins in order, else labels sorted), missing last.
+
+    Rows are grouped by integer codes (one pass over the column), and a label
+    is made per distinct value, not per row.
+    """
+    import numpy as np
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column) and column.nunique() > bins:
+        binned = pd.qcut(column, bins, duplicates="drop")
+        codes = binned.cat.codes.to_numpy()
+        labels = [f"({iv.left:.4g}, {iv.right:.4g}]" for iv in binned.cat.categories]
+        ordered = list(range(len(labels)))
+    else:
+        codes, uniques = pd.factorize(column, use_na_sentinel=True)
+        labels = [str(u) for u in uniques]
+        ordered = sorted(range(len(labels)), key=lambda i: labels[i])
+    by_code = pd.Series(np.arange(len(codes))).groupby(codes).indices
+    groups: dict[str, Any] = {}
+    for code in ordered:
+        if code in by_code:  # values whose text is the same (1 and "1") share a group, as they share a label
+            found = groups.get(labels[code])
+            groups[labels[code]] = by_code[code] if found is None else np.sort(np.concatenate([found, by_code[code]]))
+    if -1 in by_code:
+        groups["<missing>"] = by_code[-1]
+    return groups
+
+
 # ---- custom -----------------------------------------------------------------------------------
 
 
@@ -568,10 +668,10 @@ def _custom(spec: CustomGate, ctx: EvalContext) -> GateResult:
         tail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-3:])
         return GateResult(
             gate,
-            _failed(spec),
+            "error",
             None,
             spec.bound,
-            f"the gate function raised {type(exc).__name__}: {exc}",
+            f"cannot be evaluated: the gate function raised {type(exc).__name__}: {exc}",
             spec.blocking,
             spec.kind,
             {"exception": f"{type(exc).__name__}: {exc}", "traceback": tail[-4000:]},

@@ -1,10 +1,13 @@
 """Recording a gate verdict, and reading it back.
 
-A check writes, before it returns: the report (JSON + self-contained HTML) and
-the data it read (Parquet) as artifacts of the candidate's run under
-``shipyard/gates/``; tags ``shipyard.gate.<name>`` and ``shipyard.gate.verdict``
-on the run and, through :mod:`shipyard.registry`, on the version; and the
-verdict (and any override) in the workspace audit log.
+A check writes, before it returns, as artifacts of the candidate's run: its
+own report and the data it read (Parquet) under
+``shipyard/gates/checks/<check id>/``, and the candidate's binding report
+(JSON + self-contained HTML, see :func:`~._check.bind`) as
+``shipyard/gates/report.json``; tags ``shipyard.gate.<name>`` and
+``shipyard.gate.verdict`` (of the binding report) on the run and, through
+:mod:`shipyard.registry`, on the version; and the verdict (and any new
+override) in the workspace audit log.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from ._candidate import Candidate, client, resolve_candidate
 from ._report import GateReport, GateResult
 
 ARTIFACT_DIR = lineage.GATES_ARTIFACT_DIR
+CHECKS_DIR = lineage.GATES_CHECKS_ARTIFACT_DIR
 REPORT_JSON = f"{ARTIFACT_DIR}/report.json"
 REPORT_HTML = f"{ARTIFACT_DIR}/report.html"
 
@@ -42,7 +46,10 @@ def gate_tags(report: GateReport) -> dict[str, str]:
         o = report.override
         tags.update(
             {
-                lineage.GATE_OVERRIDE_PREFIX + "gates": ",".join(o["gates"]),
+                # every gate overridden so far; by/at/reason are the latest override's
+                lineage.GATE_OVERRIDE_PREFIX + "gates": ",".join(
+                    dict.fromkeys(g for e in [*o.get("previous", []), o] for g in e["gates"])
+                ),
                 lineage.GATE_OVERRIDE_PREFIX + "by": str(o["by"]),
                 lineage.GATE_OVERRIDE_PREFIX + "at": str(o["at"]),
                 lineage.GATE_OVERRIDE_PREFIX + "reason": str(o["reason"])[:5000],
@@ -75,19 +82,35 @@ def _write_tags(ws: Workspace, cand: Candidate, tags: Mapping[str, str]) -> None
         registry.set_version_tags(version, tags, replace_prefix=lineage.GATE_PREFIX, workspace=ws)
 
 
-def _write_report_files(ws: Workspace, run_id: str, report: GateReport, data: Mapping[str, Any] | None) -> None:
-    """Log the data the gates read, then the report that points at it, as artifacts of ``run_id``."""
+def _write_report_files(
+    ws: Workspace,
+    run_id: str,
+    report: GateReport,
+    data: Mapping[str, Any] | None,
+    own: GateReport | None = None,
+) -> None:
+    """Log the data the gates read and the check's own report under ``checks/<id>/``, then the
+    binding report that points at that data, as artifacts of ``run_id``."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        if data:
-            (root / "data").mkdir()
-            report.data = {name: _store_frame(root / "data", name, frame, report) for name, frame in data.items()}
+        if own is not None:
+            folder = root / CHECKS_DIR.removeprefix(ARTIFACT_DIR + "/") / own.check_id
+            (folder / "data").mkdir(parents=True)
+            if data:
+                prefix = f"{CHECKS_DIR}/{own.check_id}/data"
+                own.data = {
+                    name: _store_frame(folder / "data", prefix, name, frame, own) for name, frame in data.items()
+                }
+                report.data = dict(own.data)
+                report.notes.extend(n for n in own.notes if n not in report.notes)
+            own.artifact_uri = f"runs:/{run_id}/{CHECKS_DIR}/{own.check_id}/report.json"
+            (folder / "report.json").write_text(own.to_json(), encoding="utf-8")
         (root / "report.json").write_text(report.to_json(), encoding="utf-8")
         (root / "report.html").write_text(report.to_html(), encoding="utf-8")
         client(ws).log_artifacts(run_id, str(root), ARTIFACT_DIR)
 
 
-def _store_frame(folder: Path, name: str, frame: Any, report: GateReport) -> str:
+def _store_frame(folder: Path, prefix: str, name: str, frame: Any, report: GateReport) -> str:
     """Write ``frame`` as Parquet (as a pickle when Parquet cannot hold it); return its artifact path."""
     import pandas as pd
 
@@ -96,24 +119,33 @@ def _store_frame(folder: Path, name: str, frame: Any, report: GateReport) -> str
         frame = frame.rename(columns=str)
     try:
         frame.to_parquet(folder / f"{name}.parquet", index=False)
-        return f"{ARTIFACT_DIR}/data/{name}.parquet"
+        return f"{prefix}/{name}.parquet"
     except Exception as exc:  # e.g. a column mixing text and numbers, which a data contract may be flagging
         (folder / f"{name}.parquet").unlink(missing_ok=True)
         frame.to_pickle(folder / f"{name}.pkl")
         report.notes.append(
             f"dataset {name!r} stored as a pickle: Parquet cannot hold it ({type(exc).__name__}: {exc})"
         )
-        return f"{ARTIFACT_DIR}/data/{name}.pkl"
+        return f"{prefix}/{name}.pkl"
 
 
-def record_report(ws: Workspace, cand: Candidate, report: GateReport, data: Mapping[str, Any] | None) -> GateReport:
-    """Store ``report`` (and the data it read) on the candidate's run; tag run and version; audit."""
+def record_report(
+    ws: Workspace,
+    cand: Candidate,
+    report: GateReport,
+    data: Mapping[str, Any] | None,
+    *,
+    own: GateReport | None = None,
+    new_override: bool = False,
+) -> GateReport:
+    """Store the binding ``report``, the check's ``own`` report and the data it read on the
+    candidate's run; tag run and version; audit (the override too, when this call applied one)."""
     report.artifact_uri = f"runs:/{cand.run_id}/{REPORT_JSON}"
-    _write_report_files(ws, cand.run_id, report, data)
+    _write_report_files(ws, cand.run_id, report, data, own)
     _write_tags(ws, cand, gate_tags(report))
     common = cand.audit_fields()
-    if report.override:
-        audit.append("gate.override", workspace=ws, who=report.override["by"], **common, **report.override)
+    if new_override and report.override:
+        _audit_override(ws, cand, report)
     audit.append(
         "gate.verdict",
         workspace=ws,
@@ -121,7 +153,24 @@ def record_report(ws: Workspace, cand: Candidate, report: GateReport, data: Mapp
         verdict=report.verdict,
         gates={r.name: r.status for r in report.results},
         report=report.artifact_uri,
+        check=own.artifact_uri if own is not None else None,
+        check_verdict=own.verdict if own is not None else None,
     )
+    return report
+
+
+def _audit_override(ws: Workspace, cand: Candidate, report: GateReport) -> None:
+    assert report.override is not None
+    latest = {k: v for k, v in report.override.items() if k != "previous"}
+    audit.append("gate.override", workspace=ws, **cand.audit_fields(), **latest, verdict=report.verdict)
+
+
+def record_override(ws: Workspace, cand: Candidate, report: GateReport) -> GateReport:
+    """Store a binding report that an override just changed; tag run and version; audit the override."""
+    report.artifact_uri = f"runs:/{cand.run_id}/{REPORT_JSON}"
+    _write_report_files(ws, cand.run_id, report, None)
+    _write_tags(ws, cand, gate_tags(report))
+    _audit_override(ws, cand, report)
     return report
 
 

@@ -13,10 +13,10 @@ from typing import Any, Literal
 
 from .._core.errors import GateError, GateFailed
 
-Status = Literal["pass", "fail", "warn", "overridden"]
-STATUSES = ("pass", "fail", "warn", "overridden")
-REPORT_VERSION = 1
-_COLORS = {"pass": "#1a7f37", "fail": "#cf222e", "warn": "#9a6700", "overridden": "#8250df"}
+Status = Literal["pass", "fail", "warn", "error", "overridden"]
+STATUSES = ("pass", "fail", "warn", "error", "overridden")
+REPORT_VERSION = 2
+_COLORS = {"pass": "#1a7f37", "fail": "#cf222e", "warn": "#9a6700", "error": "#a40e26", "overridden": "#8250df"}
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,9 @@ class GateResult:
 
     Attributes:
         name: gate name (also the tag ``shipyard.gate.<name>``).
-        status: ``pass``, ``fail``, ``warn`` (a non-blocking gate failed) or ``overridden``.
+        status: ``pass``, ``fail``, ``warn`` (a non-blocking gate failed), ``error`` (the gate could
+            not be evaluated, e.g. the model cannot score the holdout; ``message`` says why) or
+            ``overridden``.
         value: what was measured (None when nothing numeric was).
         threshold: what it was compared with (None when not numeric).
         message: plain-language reason.
@@ -58,8 +60,13 @@ class GateResult:
 
     @property
     def passed(self) -> bool:
-        """True unless this is a blocking failure that was not overridden."""
-        return self.status != "fail"
+        """True unless this is a blocking failure (or blocking error) that was not overridden."""
+        return not self.blocks
+
+    @property
+    def blocks(self) -> bool:
+        """Whether this result blocks the model: a failed gate, or a blocking gate that could not be evaluated."""
+        return self.status == "fail" or (self.status == "error" and self.blocking)
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
@@ -105,6 +112,8 @@ class GateReport:
         author: who ran it.
         notes: anything else worth knowing (e.g. "no champion yet").
         artifact_uri: where the report is stored, once recorded.
+        check_id: the check whose gates were evaluated last; results carried from earlier checks
+            name theirs in ``details["carried_from"]``.
 
     Example:
         >>> report = shipyard.check("iris/2", gates=[...], holdout=df)   # doctest: +SKIP
@@ -123,11 +132,13 @@ class GateReport:
     author: str = ""
     notes: list[str] = field(default_factory=list)
     artifact_uri: str | None = None
+    check_id: str = ""
 
     @property
     def verdict(self) -> str:
-        """``fail`` if a blocking gate failed, ``overridden`` if one was overridden, else ``pass``."""
-        if any(r.status == "fail" for r in self.results):
+        """``fail`` if a blocking gate failed or could not be evaluated, ``overridden`` if one was overridden,
+        else ``pass``."""
+        if any(r.blocks for r in self.results):
             return "fail"
         if any(r.status == "overridden" for r in self.results):
             return "overridden"
@@ -139,8 +150,8 @@ class GateReport:
 
     @property
     def failed(self) -> list[GateResult]:
-        """Blocking gates that failed and were not overridden."""
-        return [r for r in self.results if r.status == "fail"]
+        """Blocking gates that failed (or could not be evaluated) and were not overridden."""
+        return [r for r in self.results if r.blocks]
 
     @property
     def warnings(self) -> list[GateResult]:
@@ -166,7 +177,7 @@ class GateReport:
                 f"{self.subject()} is blocked: " + "; ".join(f"{r.name}: {r.message}" for r in self.failed),
                 report=self,
                 hint="Improve the model or data, or override with a written reason: "
-                "shipyard.check(..., override=[gate names], reason='...').",
+                "shipyard gates override REF --gate NAME --reason TEXT (or shipyard.gates.override(...)).",
             )
         return self
 
@@ -184,8 +195,8 @@ class GateReport:
             lines.append(f"  [{r.status}] {r.name}{flag}: {r.message}")
         lines += [f"  note: {n}" for n in self.notes]
         if self.override:
-            o = self.override
-            lines.append(f"  override of {', '.join(o['gates'])} by {o['by']} at {o['at']}: {o['reason']}")
+            for o in [*self.override.get("previous", []), self.override]:
+                lines.append(f"  override of {', '.join(o['gates'])} by {o['by']} at {o['at']}: {o['reason']}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -209,6 +220,7 @@ class GateReport:
                 "author": self.author,
                 "notes": self.notes,
                 "artifact_uri": self.artifact_uri,
+                "check_id": self.check_id,
             }
         )
 
@@ -229,6 +241,7 @@ class GateReport:
             author=data.get("author") or "",
             notes=list(data.get("notes") or []),
             artifact_uri=data.get("artifact_uri"),
+            check_id=data.get("check_id") or "",
         )
 
     # ---- figure and HTML ----

@@ -5,15 +5,31 @@ are stored with every report as JSON, so ``shipyard gates check`` can rebuild
 and re-run exactly the gates the notebook ran.
 
 Q: How can a custom gate defined in a notebook be re-run by the CLI?
-A: Its function is serialised by value with cloudpickle (which MLflow already
-   depends on) into the spec. Loading it executes code from the workspace's
-   own artifact store, which is as trusted as the models stored there.
+A: Its function is serialised with cloudpickle (which MLflow already depends
+   on) into the spec. Loading it executes code from the workspace's own
+   artifact store, which is as trusted as the models stored there.
+
+Q: And a gate imported from a module of the project (``from checks import
+   agreement``), re-run by a CI job that has the project's packages but not
+   its source tree?
+A: cloudpickle stores a function of an importable module *by reference*
+   (module and name), which fails wherever that module cannot be imported.
+   So while pickling, every module the gate reaches that no installed
+   distribution provides (the project's own code, editable installs
+   included) is registered with ``cloudpickle.register_pickle_by_value``:
+   its functions and classes travel inside the spec. Modules of installed
+   distributions stay by reference (the CI job installs them), and their
+   ``distribution==version`` is stored so that a job lacking one is told what
+   to install. The function's source text is stored beside it, for the
+   person reading the report; it is never executed.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal, Union
@@ -389,12 +405,7 @@ def spec_to_dict(spec: GateSpec) -> dict[str, Any]:
     for f in fields(spec):
         value = getattr(spec, f.name)
         if f.name == "fn":
-            import cloudpickle
-
-            out["fn"] = {
-                "qualname": f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', repr(value))}",
-                "cloudpickle": base64.b64encode(cloudpickle.dumps(value)).decode("ascii"),
-            }
+            out["fn"] = _function_to_dict(value)
         elif f.name == "columns":
             out["columns"] = [{k: v for k, v in _column_dict(c).items() if v is not None} for c in value]
         elif f.name == "name":
@@ -435,15 +446,7 @@ def spec_from_dict(data: Mapping[str, Any]) -> GateSpec:
         elif f.name not in data:
             continue
         elif f.name == "fn":
-            import cloudpickle
-
-            try:
-                values["fn"] = cloudpickle.loads(base64.b64decode(data["fn"]["cloudpickle"]))
-            except Exception as exc:
-                raise GateError(
-                    f"Custom gate {data.get('name')!r} ({data['fn'].get('qualname')}) cannot be loaded here: {exc}",
-                    hint="Install the packages the gate function uses in this environment.",
-                ) from exc
+            values["fn"] = _function_from_dict(str(data.get("name")), data["fn"])
         elif f.name == "columns":
             values["columns"] = tuple(Column(**c) for c in data["columns"])
         elif f.name in ("metrics", "directions", "reference") and data[f.name] is not None:
@@ -452,3 +455,205 @@ def spec_from_dict(data: Mapping[str, Any]) -> GateSpec:
         else:
             values[f.name] = data[f.name]
     return cls(**values)  # type: ignore[no-any-return]
+
+
+# ---- custom functions by value ------------------------------------------------------------
+
+
+def _function_to_dict(fn: Callable[..., Any]) -> dict[str, Any]:
+    """``fn`` pickled with the project's own modules by value, its source, and what it needs installed."""
+    import cloudpickle
+
+    by_value, requires = _reached_modules(fn)
+    already = set(cloudpickle.list_registry_pickle_by_value())
+    registered = [m for m in by_value if m.__name__ not in already]
+    for module in registered:
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        payload = cloudpickle.dumps(fn)
+    finally:
+        for module in registered:
+            cloudpickle.unregister_pickle_by_value(module)
+    out: dict[str, Any] = {
+        "qualname": f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}",
+        "cloudpickle": base64.b64encode(payload).decode("ascii"),
+        "by_value": sorted(m.__name__ for m in by_value),
+        "requires": requires,
+    }
+    source = _source_of(fn)
+    if source is not None:
+        out["source"] = source
+    return out
+
+
+def _function_from_dict(gate: str, stored: Mapping[str, Any]) -> Callable[..., Any]:
+    """The function stored by :func:`_function_to_dict`.
+
+    Raises:
+        GateError: it cannot be loaded here; the message names the missing module and how to provide it.
+    """
+    import cloudpickle
+
+    qualname = stored.get("qualname")
+    try:
+        return cloudpickle.loads(base64.b64decode(stored["cloudpickle"]))  # type: ignore[no-any-return]
+    except ImportError as exc:
+        missing = exc.name or str(exc)
+        dist = (stored.get("requires") or {}).get(missing.split(".")[0])
+        how = (
+            f"Install {dist} in this environment (pip install '{dist}')."
+            if dist
+            else f"Install the distribution that provides {missing!r} here, or put the folder that holds it on "
+            "PYTHONPATH; or re-run the check with this shipyard, which stores the project's own modules by value."
+        )
+        raise GateError(
+            f"Custom gate {gate!r} ({qualname}) cannot be loaded here: it needs module {missing!r}, "
+            "which this environment cannot import.",
+            hint=how,
+        ) from exc
+    except Exception as exc:
+        raise GateError(
+            f"Custom gate {gate!r} ({qualname}) cannot be loaded here: {type(exc).__name__}: {exc}",
+            hint="Run `shipyard gates check` with the Python and package versions the gate was recorded with "
+            "(see the run's lock file), or re-run the check here.",
+        ) from exc
+
+
+def _source_of(fn: Callable[..., Any]) -> str | None:
+    import inspect
+    import textwrap
+
+    try:
+        return textwrap.dedent(inspect.getsource(fn))[:20_000]
+    except (OSError, TypeError):
+        return None
+
+
+def _reached_modules(fn: Callable[..., Any]) -> tuple[list[Any], dict[str, str]]:
+    """Top-level modules ``fn`` reaches that no installed distribution provides, and the
+    ``distribution==version`` of those that one does.
+
+    Reached means: the function's own module, and the modules of the functions,
+    classes and modules its code names through its globals and closure,
+    followed through functions of the project's own modules.
+    """
+    import types
+
+    installed = _installed_top_levels()
+    by_value: dict[str, Any] = {}
+    requires: dict[str, str] = {}
+    seen: set[int] = set()
+    todo: list[Any] = [fn]
+    while todo and len(seen) < 500:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        module_name = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
+        top = str(module_name or "").split(".")[0]
+        kind = _module_kind(top, installed)
+        if kind == "installed":
+            requires.setdefault(top, _distribution_pin(top, installed))
+            continue
+        if kind == "project" and top in sys.modules:
+            by_value.setdefault(top, sys.modules[top])
+        elif kind != "main":
+            continue
+        function = getattr(obj, "__func__", obj)
+        if isinstance(function, types.FunctionType):
+            todo.extend(_names_used(function))
+        elif isinstance(obj, type):
+            todo.extend(v for v in vars(obj).values() if isinstance(v, (types.FunctionType, classmethod, staticmethod)))
+    return list(by_value.values()), requires
+
+
+def _names_used(fn: Any) -> list[Any]:
+    """Objects that ``fn``'s code reads from its globals and closure (nested code included)."""
+    import types
+
+    names: set[str] = set()
+    codes = [fn.__code__]
+    while codes:
+        code = codes.pop()
+        names.update(code.co_names)
+        codes.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+    found = [fn.__globals__[n] for n in names if n in fn.__globals__]
+    for cell in fn.__closure__ or ():
+        try:
+            found.append(cell.cell_contents)
+        except ValueError:  # an empty cell
+            continue
+    return [f for f in found if isinstance(f, (types.FunctionType, types.ModuleType, type)) or hasattr(f, "__func__")]
+
+
+def _module_kind(top: str, installed: Mapping[str, Sequence[str]]) -> str:
+    """``main`` (a notebook or script: cloudpickle stores it by value anyway), ``installed``,
+    ``project`` (importable here but from no installed distribution) or ``skip`` (standard
+    library, shipyard itself, builtins)."""
+    if not top or top == "builtins" or top in sys.builtin_module_names or top in sys.stdlib_module_names:
+        return "skip"
+    if top == "__main__":
+        return "main"
+    if top == "shipyard":  # the runtime that loads the gate, never part of it
+        return "skip"
+    if top in installed:
+        return "installed"
+    module = sys.modules.get(top)
+    if module is None:
+        return "skip"
+    if _in_site_packages(getattr(module, "__file__", None)):
+        return "installed"
+    return "project"
+
+
+def _in_site_packages(path: str | None) -> bool:
+    if not path:
+        return False
+    import site
+    import sysconfig
+    from pathlib import Path
+
+    roots = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()}
+    resolved = Path(path).resolve()
+    return any(resolved.is_relative_to(Path(r).resolve()) for r in roots if r)
+
+
+_INSTALLED: dict[str, list[str]] | None = None
+
+
+def _installed_top_levels() -> Mapping[str, Sequence[str]]:
+    """Importable top-level names → the distributions that install them (read once per process)."""
+    global _INSTALLED
+    if _INSTALLED is None:
+        from importlib.metadata import packages_distributions
+
+        _INSTALLED = {k: list(v) for k, v in packages_distributions().items()}
+    return _INSTALLED
+
+
+def _distribution_pin(top: str, installed: Mapping[str, Sequence[str]]) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    dist = installed[top][0]
+    try:
+        return f"{dist}=={version(dist)}"
+    except PackageNotFoundError:
+        return dist
+
+
+def spec_identity(data: Mapping[str, Any] | None) -> str:
+    """What makes two stored specs the same gate: every setting, and for a custom gate its
+    function's name and source (a pickle's bytes differ between processes for the same code).
+
+    Example:
+        >>> strict, lenient = threshold("rmse <= 75"), threshold("rmse <= 1000")
+        >>> spec_identity(spec_to_dict(strict)) == spec_identity(spec_to_dict(lenient))
+        False
+    """
+    if not data:
+        return ""
+    plain = {k: v for k, v in data.items() if k not in ("check",)}
+    fn = plain.get("fn")
+    if isinstance(fn, Mapping):
+        plain["fn"] = {"qualname": fn.get("qualname"), "source": fn.get("source") or fn.get("cloudpickle")}
+    return json.dumps(plain, sort_keys=True, default=str)

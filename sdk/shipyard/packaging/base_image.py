@@ -10,7 +10,16 @@ The default base is made from nothing but a Debian mirror::
 Python comes from Debian, so its major.minor is the suite's (bookworm: 3.11);
 it must equal the Python that trained the model. The setting ``base_image``
 selects a registry image instead, for places where a registry is reachable.
-An existing image is reused; nothing is rebuilt unless asked.
+An existing image is reused; nothing is rebuilt unless asked, or unless it was
+made with an older package set (its ``io.shipyard.rootfs-layout`` label).
+
+Q: Why are native libraries such as ``libgomp1`` in the base image and not
+   installed per model?
+A: The XGBoost, LightGBM and CatBoost wheels (and scikit-learn's OpenMP
+   code) link against the GNU OpenMP runtime, which ``minbase`` leaves out.
+   It is a few hundred kB; putting it in the rootfs means a model image never
+   needs apt, a Debian mirror or root at build time, and every flavor shares
+   the same base layer.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._core import lineage
 from .._core.errors import BaseImageMissing, MissingDependency, PackagingError
 from .progress import Say, progress  # bento.py still imports progress from here; its home is .progress
 
@@ -39,10 +49,12 @@ APP_USER = "shipyard"
 APP_UID = 10001
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
 # Packages baked into the rootfs by debootstrap itself, so the Dockerfile needs no apt run.
-ROOTFS_PACKAGES = ("python3", "python3-venv", "ca-certificates")
+# libgomp1: the OpenMP runtime that the XGBoost, LightGBM and CatBoost wheels load (see the Q/A above).
+ROOTFS_PACKAGES = ("python3", "python3-venv", "ca-certificates", "libgomp1")
 UV_REQUIREMENT = "uv>=0.5,<1"
 # Bump when ROOTFS_PACKAGES or the trimming changes, so cached tarballs are not reused.
-ROOTFS_LAYOUT = "py-ca-r3"
+ROOTFS_LAYOUT = "py-ca-gomp-r4"
+LAYOUT_LABEL = lineage.LABEL_BASE_ROOTFS_LAYOUT
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 BUILD_TIMEOUT_S = 1800
 
@@ -138,6 +150,12 @@ def resolve_base_image(python: str, *, client: Any = None, configured: str | Non
     if image is None or _get(client, builder) is None:
         missing = name if image is None else builder
         raise BaseImageMissing(f"The base image {missing} does not exist in the local Docker engine.", hint=BUILD_HINT)
+    if not _current_layout(image):
+        raise BaseImageMissing(
+            f"The base image {name} was built by an older shipyard, without the native libraries model "
+            f"wheels need ({', '.join(ROOTFS_PACKAGES)}).",
+            hint="Run `shipyard base-image build --rebuild` once (needs root, Docker and debootstrap).",
+        )
     return BaseImage(name, image.id, python, _size(image), built=False, seconds=0.0, builder=builder)
 
 
@@ -180,13 +198,13 @@ def build_base_image(
     builder = _builder_name(name)
     client = docker_client(timeout=BUILD_TIMEOUT_S)
     existing = _get(client, name)
-    if existing is not None and _get(client, builder) is not None and not rebuild:
+    if existing is not None and _get(client, builder) is not None and _current_layout(existing) and not rebuild:
         return BaseImage(
             name, existing.id, python, _size(existing), built=False, seconds=time.monotonic() - started, builder=builder
         )
 
     with progress(quiet) as say:
-        rootfs_ref = f"{ROOTFS_REPOSITORY}:{suite}-minbase"
+        rootfs_ref = f"{ROOTFS_REPOSITORY}:{suite}-minbase-{ROOTFS_LAYOUT}"
         if rebuild or _get(client, rootfs_ref) is None:
             tarball = _rootfs_tarball(suite, mirror, say)
             say(f"importing {tarball.name} as {rootfs_ref}")
@@ -387,7 +405,14 @@ def _base_labels(python: str, suite: str) -> dict[str, str]:
         "org.opencontainers.image.base.name": f"debian:{suite} (debootstrap)",
         "io.shipyard.python": python,
         "io.shipyard.suite": suite,
+        LAYOUT_LABEL: ROOTFS_LAYOUT,
     }
+
+
+def _current_layout(image: Any) -> bool:
+    """True when ``image`` was built from the rootfs package set of this shipyard version."""
+    labels = (image.attrs.get("Config") or {}).get("Labels") or {}
+    return labels.get(LAYOUT_LABEL) == ROOTFS_LAYOUT
 
 
 def _suite_python(suite: str) -> str:

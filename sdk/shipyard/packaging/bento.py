@@ -39,6 +39,8 @@ BENTO_BUILD_TIMEOUT_S = 300
 DROPPED_REQUIREMENTS = frozenset({"pytest", "ipykernel", "jupyter", "notebook", "jupyterlab", "bentoml"})
 # Same code, smaller wheels for serving: MLflow without its server and UI; XGBoost without CUDA/NCCL.
 SERVING_SUBSTITUTES = {"mlflow": "mlflow-skinny", "xgboost": "xgboost-cpu"}
+# The first version each substitute was published in; an older pin keeps the original distribution.
+SUBSTITUTE_SINCE = {"mlflow-skinny": (1, 0), "xgboost-cpu": (2, 1)}
 MONITORING_FILES = ("__init__.py", "validation.py", "integrity.py")
 
 
@@ -189,8 +191,7 @@ def build_bento(model_version: Any, *, say: Callable[[str], None] | None = None)
         mlmodel = read_mlmodel(model_dir)
         schema = _input_schema(source, model_dir, mlmodel)
         python = training_python(mlmodel) or f"{sys.version_info.major}.{sys.version_info.minor}"
-        # the digest of the files as served, which the service checks before it loads them
-        served = replace(registry.lineage_of(source, workspace=ws), model_sha256=directory_sha256(model_dir))
+        served = _served_lineage(registry.lineage_of(source, workspace=ws), model_dir, source.uri)
         requirements = serving_requirements(model_dir)
         labels = served.to_labels()
         (ctx / "service.py").write_text(
@@ -241,6 +242,23 @@ def build_bento(model_version: Any, *, say: Callable[[str], None] | None = None)
         reused=reused,
         seconds=time.monotonic() - started,
     )
+
+
+def _served_lineage(recorded: Lineage, model_dir: Path, uri: str) -> Lineage:
+    """The version's lineage with the digest of the files as served, which the service checks before loading.
+
+    It is the digest recorded when the model was logged (the same definition,
+    :mod:`shipyard.monitoring.integrity`); files that hash differently are not
+    the registered model, and no bento is built from them.
+    """
+    actual = directory_sha256(model_dir)
+    if recorded.model_sha256 and recorded.model_sha256 != actual:
+        raise PackagingError(
+            f"The files of {uri} hash to sha256 {actual}, but the version records {recorded.model_sha256}: "
+            "they are not the model that was registered.",
+            hint="Check the artifact store for changed or missing files, or log and register the model again.",
+        )
+    return replace(recorded, model_sha256=actual)
 
 
 def bento_content_sha256(bento_path: Path) -> str:
@@ -310,7 +328,7 @@ def serving_requirements(model_dir: Path) -> list[str]:
         name = re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0].strip().lower().replace("_", "-")
         if name in DROPPED_REQUIREMENTS:
             continue
-        if name in SERVING_SUBSTITUTES:
+        if name in SERVING_SUBSTITUTES and _substitute_exists(SERVING_SUBSTITUTES[name], line):
             line = SERVING_SUBSTITUTES[name] + line[len(name) :]
         lines.append(line)
     if not any(re.split(r"[<>=!~\[; ]", x, maxsplit=1)[0].lower() == "mlflow-skinny" for x in lines):
@@ -319,6 +337,18 @@ def serving_requirements(model_dir: Path) -> list[str]:
         lines.append(f"mlflow-skinny=={mlflow.__version__}")
     lines.append(f"bentoml=={bentoml.__version__}")
     return _requirement_list(lines)
+
+
+def _substitute_exists(substitute: str, line: str) -> bool:
+    """True when ``line`` pins one exact version that ``substitute`` is published in too.
+
+    Q: Why not ask the package index?
+    A: The build may run where only a mirror is reachable, or none at all until
+       the image build; both substitutes are released in lockstep with their
+       originals since their first version, so the version alone decides.
+    """
+    match = re.search(r"==\s*([0-9]+)\.([0-9]+)", line)
+    return bool(match) and (int(match.group(1)), int(match.group(2))) >= SUBSTITUTE_SINCE[substitute]
 
 
 def _requirement_list(lines: list[str]) -> list[str]:

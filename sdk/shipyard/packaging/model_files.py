@@ -36,6 +36,30 @@ def signature_inputs(mlmodel: dict[str, Any]) -> list[dict[str, Any]] | None:
     return json.loads(raw) if isinstance(raw, str) else list(raw)
 
 
+# numpy dtype of a tensor input -> the MLflow column type whose range requests are checked against
+_TENSOR_KINDS = {"float32": "float", "float16": "float", "int32": "integer", "int16": "integer", "int8": "integer",
+                 "uint8": "integer", "uint16": "integer", "int64": "long", "uint32": "long", "bool": "boolean"}
+
+
+def _numpy_dtype(name: Any) -> str:
+    """The canonical numpy name of a tensor-spec dtype; a typed error for one numpy does not know."""
+    import numpy as np
+
+    try:
+        dtype = np.dtype(str(name))
+    except TypeError as exc:
+        raise PackagingError(
+            f"The model's tensor input has dtype {name!r}, which is not a numpy dtype.",
+            hint="Log the model with a numeric tensor signature or with named columns.",
+        ) from exc
+    if dtype.kind not in "biuf":
+        raise PackagingError(
+            f"The model's tensor input has dtype {dtype.name}; only numbers and booleans can be served as a tensor.",
+            hint="Log the model with a numeric tensor signature or with named columns.",
+        )
+    return dtype.name
+
+
 def input_schema_from_signature(inputs: list[dict[str, Any]]) -> InputSchema:
     """Map MLflow signature inputs (its JSON form) to the :class:`InputSchema` a service enforces.
 
@@ -60,9 +84,8 @@ def input_schema_from_signature(inputs: list[dict[str, Any]]) -> InputSchema:
                 f"The model's tensor input has shape {shape}; only 2-D inputs with a fixed width are supported.",
                 hint="Log the model with a signature of shape (-1, n_features) or with named columns.",
             )
-        dtype = str(spec.get("dtype", "float64"))
-        kind = "long" if dtype.startswith(("int", "uint")) else "boolean" if dtype == "bool" else "double"
-        return InputSchema(tensor_width=int(shape[1]), tensor_type=kind)
+        dtype = _numpy_dtype(spec.get("dtype", "float64"))
+        return InputSchema(tensor_width=int(shape[1]), tensor_type=_TENSOR_KINDS.get(dtype, "double"), tensor_dtype=dtype)
     fields: list[FieldSpec] = []
     unsupported = [c for c in inputs if c.get("type") not in KNOWN_TYPES]
     if unsupported:
@@ -74,7 +97,8 @@ def input_schema_from_signature(inputs: list[dict[str, Any]]) -> InputSchema:
     if any(not c.get("name") for c in inputs):
         kinds = {c["type"] for c in inputs}
         kind = "double" if kinds & {"double", "float"} or len(kinds) > 1 else next(iter(kinds))
-        return InputSchema(tensor_width=len(inputs), tensor_type=kind)
+        dtype = {"float": "float32", "long": "int64", "integer": "int32", "boolean": "bool"}.get(kind, "float64")
+        return InputSchema(tensor_width=len(inputs), tensor_type=kind, tensor_dtype=dtype)
     for col in inputs:
         fields.append(FieldSpec(name=str(col["name"]), type=str(col["type"]), required=bool(col.get("required", True))))
     return InputSchema(fields=tuple(fields))

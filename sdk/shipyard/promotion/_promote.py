@@ -108,6 +108,7 @@ class SmokePassed:
     rows: int
     latency_p50_ms: float
     latency_p95_ms: float
+    rows_source: str = ""  # where the parity rows came from, as the smoke report says
 
 
 @dataclass(frozen=True)
@@ -151,8 +152,9 @@ class Promotion:
         version: the version promoted.
         status: ``completed`` or ``awaiting_approval``.
         stages: every stage with its status, duration and whether it was reused.
-        image: the image reference the deployment uses (``repo@sha256:…``).
-        image_digest: the pinned digest.
+        image: the image reference the deployment uses: ``repo@sha256:…`` when pushed, else the
+            local ``repo:tag`` (which ``docker image inspect`` resolves).
+        image_digest: the registry's manifest digest, or the local image id when not pushed.
         bundle_path: the handoff bundle directory.
         verdict: the gate verdict the promotion went on with.
     """
@@ -185,6 +187,7 @@ class Promotion:
 
 
 def _gates(ctx: StageContext) -> GatesPassed:
+    """Trust the candidate's binding gate report (which a later, laxer check cannot turn into a pass)."""
     from .. import gates
 
     inputs: PromotionInputs = ctx.inputs
@@ -196,13 +199,25 @@ def _gates(ctx: StageContext) -> GatesPassed:
             hint="Declare gates with @shipyard.gate(...) on a step, or run shipyard.check(...) on it first.",
         ) from exc
     if report.verdict == "fail":
-        failed = "; ".join(f"{r.name}: {r.message}" for r in report.results if r.status == "fail")
+        failed = "; ".join(f"{r.name} ({r.status}): {r.message}" for r in report.failed)
         raise GateFailed(
             f"{inputs.candidate} failed its blocking gates: {failed}",
             report=report,
-            hint="Train a better model, or override with a written reason: shipyard.check(..., override=..., reason=...).",
+            hint="Train a better model, or override with a written reason: "
+            f"shipyard gates override {inputs.candidate} --gate NAME --reason TEXT.",
         )
     return GatesPassed(report.verdict, report.to_dict())
+
+
+def _verdict_holds(ctx: StageContext, out: GatesPassed) -> bool:
+    """A resumed promotion re-reads the verdict: a report that failed since the stage ran stops it."""
+    from .. import gates
+
+    inputs: PromotionInputs = ctx.inputs
+    try:
+        return gates.load_report(inputs.candidate, workspace=inputs.workspace).verdict != "fail"
+    except GateError:
+        return False
 
 
 def _register(ctx: StageContext) -> Registered:
@@ -284,7 +299,9 @@ def _smoke(ctx: StageContext) -> SmokePassed:
             + "; ".join(f"{g.name}: {g.message}" for g in result.gates if g.status == "fail"),
             hint="Look at the differing row in the message; promote again after fixing the model or the image.",
         )
-    return SmokePassed(result.ready_seconds, result.rows, result.latency_p50_ms, result.latency_p95_ms)
+    return SmokePassed(
+        result.ready_seconds, result.rows, result.latency_p50_ms, result.latency_p95_ms, result.holdout_source
+    )
 
 
 def _push(ctx: StageContext) -> Pushed:
@@ -292,8 +309,8 @@ def _push(ctx: StageContext) -> Pushed:
     image: ImageBuilt = ctx.output("image")
     registry_address = inputs.workspace.settings.oci_registry
     if not registry_address:
-        # No registry: pin the local image id; the bundle says how to load it on a node.
-        return Pushed(image.tag.rsplit(":", 1)[0], image.image_id, False)
+        # No registry: the bundle pins the local tag (see deploy.handoff) and keeps the image id.
+        return Pushed(image.tag.rpartition(":")[0], image.image_id, False)
     from ..deploy.push import push_image
 
     pushed = push_image(
@@ -346,6 +363,7 @@ def handoff_spec(ctx: StageContext) -> Any:
         version=registered.version,
         image_repository=pushed.repository,
         image_digest=pushed.digest,
+        local_tag=None if pushed.pushed else image.tag.rpartition(":")[2],
         run_as_user=_uid(image.user),
         lineage=Lineage.from_dict(registered.lineage),
         gate_report=report,
@@ -441,7 +459,7 @@ def _uid(user: str) -> int:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("gates", "Check gates", _gates, GatesPassed),
+    Stage("gates", "Check gates", _gates, GatesPassed, _verdict_holds),
     Stage("register", "Register version (challenger)", _register, Registered, _version_exists),
     Stage("bento", "Build bento", _bento, BentoBuilt, lambda ctx, out: Path(out.path).is_dir()),
     Stage("image", "Build image", _image, ImageBuilt, _image_exists),
@@ -477,7 +495,8 @@ def promote(
         model_name: registered model name for a run; default: the run's flow name.
         model: name the model was logged under on the run.
         reason: recorded with the champion move.
-        holdout: rows for the parity test (default: derived from the input example).
+        holdout: rows for the parity test (default: the holdout the gate check recorded, else a sample of a
+            dataset logged on the run, else the input example).
         canary_weight: percent of traffic for the new version in the handoff manifests.
         allow_retired: promote a retired version again (recorded in the audit log).
         progress: called with a :class:`StageEvent` as each stage starts and ends (the panel uses it).

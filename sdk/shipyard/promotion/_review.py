@@ -177,7 +177,10 @@ def _packaged_image(ws: Workspace, version: Any) -> dict[str, Any]:
             continue
         image = {k: v for k, v in dataclasses.asdict(outputs["image"]).items() if k != "python_packages"}
         if "push" in outputs:
-            image.update(repository=outputs["push"].repository, digest=outputs["push"].digest)
+            pushed = outputs["push"]
+            # the reference the bundle will pin (deploy.handoff.HandoffSpec.image)
+            reference = f"{pushed.repository}@{pushed.digest}" if pushed.pushed else image["tag"]
+            image.update(repository=pushed.repository, digest=pushed.digest, reference=reference)
         return image
     return {}
 

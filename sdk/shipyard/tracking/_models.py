@@ -4,8 +4,10 @@ hashes), and downloading and loading them back from the workspace's store.
 Q: Why pin requirements ourselves?
 A: MLflow infers requirements by loading the model in a subprocess and
    watching imports, which costs seconds per call. The packages that matter
-   are known from the flavor, and their exact versions are the ones running
-   right now.
+   are those of the classes the model is made of (``_requirements`` walks its
+   object graph) plus what the flavor needs to load it, and their exact
+   versions are the ones running right now. The project's own modules the
+   model uses ship with it as MLflow ``code_paths``.
 
 Q: Why create MLflow's LoggedModel here instead of letting ``log_model`` do it?
 A: Without an MLflow active run, MLflow's fluent API works out the experiment
@@ -48,7 +50,7 @@ from .._core.hashing import DOWNLOAD_ONLY_FILES, sha256_tree
 from .._core.refs import GRAMMAR, ModelRef
 from .._core.workspace import Workspace, current_workspace
 from ._context import ActiveRun, check_name, current
-from ._environment import pinned
+from ._requirements import ModelRequirements, model_requirements
 from ._mlflow import fluent_store
 
 if TYPE_CHECKING:
@@ -60,6 +62,7 @@ _FLAVOR_PACKAGES = {
     "sklearn": ("scikit-learn", "numpy", "scipy", "pandas", "cloudpickle", "skops"),
     "xgboost": ("xgboost", "numpy", "scipy", "pandas"),
     "lightgbm": ("lightgbm", "numpy", "scipy", "pandas", "scikit-learn"),
+    "catboost": ("catboost", "numpy", "pandas"),
     "pytorch": ("torch", "numpy", "pandas", "cloudpickle"),
     "pyfunc": ("numpy", "pandas", "cloudpickle"),
 }
@@ -90,6 +93,8 @@ def detect_flavor(model: Any) -> str:
         return "sklearn"
     if root == "xgboost":
         return "xgboost"
+    if root == "catboost":
+        return "catboost"
     if root == "lightgbm":
         # the scikit-learn API wrappers (LGBMClassifier) are sklearn estimators
         return "lightgbm" if type(model).__name__ == "Booster" else "sklearn"
@@ -98,8 +103,17 @@ def detect_flavor(model: Any) -> str:
     return "pyfunc"
 
 
-def requirements_for(flavor: str) -> list[str]:
-    return pinned("mlflow", *_FLAVOR_PACKAGES[flavor])
+def requirements_for(
+    model: Any,
+    flavor: str,
+    *,
+    extra_requirements: list[str] | None = None,
+    requirements: list[str] | None = None,
+) -> ModelRequirements:
+    """Pinned requirements and project code of ``model`` as ``flavor`` stores it (see ``_requirements``)."""
+    return model_requirements(
+        model, base=("mlflow", *_FLAVOR_PACKAGES[flavor]), extra=extra_requirements, replace=requirements
+    )
 
 
 def log_model(
@@ -109,12 +123,30 @@ def log_model(
     input_example: Any = None,
     signature: Any = None,
     registered_model_name: str | None = None,
+    extra_requirements: list[str] | None = None,
+    requirements: list[str] | None = None,
 ) -> LoggedModel:
     """Store a trained model on the active run.
 
-    The flavor is detected (scikit-learn, XGBoost, LightGBM, PyTorch, else
-    pyfunc), requirements are pinned to the versions running now, and the
+    The flavor is detected (scikit-learn, XGBoost, LightGBM, CatBoost, PyTorch,
+    else pyfunc); the requirements are those of the libraries the model's
+    objects come from plus what the flavor needs to load it, pinned to the
+    versions running now; project modules the model uses ship with it; the
     signature is inferred from ``input_example``.
+
+    Args:
+        model: the trained model (or an ``mlflow.pyfunc.PythonModel``, or any object with ``predict``).
+        name: name of the model on the run.
+        input_example: a few rows of input; the signature is inferred from them.
+        signature: an explicit MLflow signature instead.
+        registered_model_name: also register a version of this name.
+        extra_requirements: pip requirements to add (``"holidays>=0.50"``); one naming a detected
+            package replaces its pin; a bare name is pinned to the version installed here.
+        requirements: pip requirements to use instead of the detected ones.
+
+    Raises:
+        InvalidRequirement: a requirement string is not a valid pip requirement.
+        TrackingError: the signature cannot be inferred, or the model cannot be stored.
 
     Returns:
         :class:`LoggedModel` with the model URI and the SHA-256 of its files.
@@ -128,11 +160,11 @@ def log_model(
     run = current()
     check_name(name, "model")
     flavor = detect_flavor(model)
-    requirements = requirements_for(flavor)
+    needs = requirements_for(model, flavor, extra_requirements=extra_requirements, requirements=requirements)
+    is_python_model = isinstance(model, mlflow.pyfunc.PythonModel)
     if signature is None and input_example is not None:
         try:
-            predict = model.forward if flavor == "pytorch" else model.predict
-            signature = infer_signature(input_example, predict(input_example))
+            signature = infer_signature(input_example, _predict_example(model, flavor, input_example))
         except Exception as exc:
             raise TrackingError(
                 f"Could not infer the signature of model {name!r} from its input example: {exc}",
@@ -140,19 +172,24 @@ def log_model(
             ) from exc
     python_model = None
     if flavor == "pyfunc":
-        python_model = model if isinstance(model, mlflow.pyfunc.PythonModel) else _as_python_model(model)
+        python_model = model if is_python_model else _as_python_model(model)
     stored = _create_logged_model(run, name)
     kwargs: dict[str, Any] = dict(
         name=name,
         signature=signature,
         input_example=input_example,
-        pip_requirements=requirements,
+        pip_requirements=list(needs.requirements),
+        code_paths=[str(p) for p in needs.code_paths] or None,
         registered_model_name=registered_model_name,
         run_id=run.run_id,
         model_id=stored.model_id,
     )
     if flavor == "sklearn":
         kwargs["skops_trusted_types"] = _own_skops_types(model)
+    if flavor == "pytorch" and not _is_array_like(input_example):
+        # MLflow's default "pt2" export traces forward() on an array example; a frame example (named
+        # columns, which MLflow's wrapper feeds as float32) or none needs the eager, pickled module.
+        kwargs["serialization_format"] = "pickle"
     try:
         # the flavors' log_model resolves its store (and registers) through MLflow's fluent URIs only
         with fluent_store(run.workspace):
@@ -174,7 +211,39 @@ def log_model(
             lineage.model_tag(name, "sha256"): digest,
         }
     )
-    return LoggedModel(name, info.model_uri, flavor, digest, tuple(requirements), run.run_id)
+    return LoggedModel(name, info.model_uri, flavor, digest, needs.requirements, run.run_id)
+
+
+def _predict_example(model: Any, flavor: str, example: Any) -> Any:
+    """The model's output for its input example, called the way its flavor serves it."""
+    import mlflow.pyfunc
+
+    if isinstance(model, mlflow.pyfunc.PythonModel):
+        return model.predict(None, example)
+    if flavor == "pytorch":
+        import torch
+
+        with torch.no_grad():
+            output = model(torch.as_tensor(_as_array(example)))
+        return output.detach().cpu().numpy()
+    if flavor == "xgboost" and type(model).__name__ == "Booster":
+        import xgboost
+
+        return model.predict(xgboost.DMatrix(example))
+    return model.predict(example)
+
+
+def _is_array_like(example: Any) -> bool:
+    import numpy as np
+
+    return isinstance(example, np.ndarray) or type(example).__module__.partition(".")[0] == "torch"
+
+
+def _as_array(example: Any) -> Any:
+    import numpy as np
+
+    values = example.to_numpy() if hasattr(example, "to_numpy") else np.asarray(example)
+    return values.astype(np.float32) if values.dtype.kind == "f" else values
 
 
 def _create_logged_model(run: ActiveRun, name: str) -> Any:
@@ -216,7 +285,7 @@ def _mark_failed(run: ActiveRun, model_id: str) -> None:
 
 
 def _downloaded_sha256(ws: Workspace, model_uri: str) -> str:
-    """SHA-256 of the files a download of ``model_uri`` gives, which is how users check it."""
+    """The model digest (:mod:`shipyard.monitoring.integrity`) of what a download of ``model_uri`` gives."""
     with tempfile.TemporaryDirectory() as tmp:
         return sha256_tree(download_model(model_uri, Path(tmp) / "model", workspace=ws))
 

@@ -10,7 +10,7 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-CHIP_COLORS = {"pass": "#1a7f37", "fail": "#cf222e", "warn": "#9a6700", "overridden": "#8250df"}
+CHIP_COLORS = {"pass": "#1a7f37", "fail": "#cf222e", "error": "#a40e26", "warn": "#9a6700", "overridden": "#8250df"}
 ALIAS_COLORS = {"champion": "#1a7f37", "challenger": "#0969da", "previous": "#57606a"}
 STAGE_MARKS = {"started": "⏳", "done": "✓", "reused": "↺", "failed": "✗", "waiting": "…"}
 
