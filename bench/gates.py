@@ -39,9 +39,10 @@ import sys
 from pathlib import Path
 
 # Python puts this script's folder first on sys.path; a sibling benchmark module must not
-# shadow an installed distribution of the same name (e.g. ``packaging``, which MLflow imports).
+# shadow an installed distribution of the same name (e.g. ``packaging``, which MLflow imports),
+# so the folder goes last: only names nothing installed has (``_frames``) are found there.
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if not p or Path(p).resolve() != _HERE]
+sys.path[:] = [p for p in sys.path if not p or Path(p).resolve() != _HERE] + [str(_HERE)]
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
@@ -54,13 +55,14 @@ from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
+from _frames import WORDS, mixed_frame  # noqa: E402
+
 try:
     import shipyard
 except ImportError:  # running from a checkout without an install
     sys.path.insert(0, str(_HERE.parent / "sdk"))
     import shipyard
 
-WORDS = ["red", "green", "blue", "cyan", "magenta", "yellow"]
 SLICE = "text0"
 
 
@@ -77,33 +79,11 @@ def median(values: list[float]) -> float:
 
 
 def holdout_frame(rows: int, seed: int = 0) -> Any:
-    """21 feature columns of the kinds tabular teams have (missing values where the dtype allows) and a target."""
+    """The benchmarks' 21 mixed feature columns (missing values where the dtype allows) and a target."""
     import numpy as np
-    import pandas as pd
 
-    rng = np.random.default_rng(seed)
-    words = np.array(WORDS, dtype=object)
-    cols: dict[str, Any] = {}
-    for i in range(6):
-        values = rng.normal(size=rows)
-        values[rng.random(rows) < 0.05] = np.nan
-        cols[f"float{i}"] = values
-    for i in range(4):
-        cols[f"int{i}"] = rng.integers(0, 1000, rows)
-    for i in range(2):
-        cols[f"bool{i}"] = rng.random(rows) < 0.5
-    for i in range(3):
-        text = words[rng.integers(0, len(words), rows)]
-        text[rng.random(rows) < 0.03] = None
-        cols[f"text{i}"] = pd.Series(text, dtype=object)
-    for i in range(2):
-        cols[f"category{i}"] = pd.Series(pd.Categorical(words[rng.integers(0, 4, rows)])).where(rng.random(rows) > 0.02)
-    for i in range(2):
-        stamps = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 10**6, rows), unit="s")
-        cols[f"date{i}"] = pd.Series(stamps).where(rng.random(rows) > 0.01)
-    cols["count"] = pd.Series(rng.integers(0, 50, rows), dtype="Int64").where(rng.random(rows) > 0.1)
-    cols["label"] = pd.Series(words[rng.integers(0, 6, rows)], dtype="string")
-    frame = pd.DataFrame(cols)
+    frame = mixed_frame(rows, seed)
+    rng = np.random.default_rng(seed + 1)
     signal = np.nan_to_num(frame["float0"].to_numpy()) + (frame["int0"].to_numpy() > 500) + (frame["text0"] == "red")
     frame["target"] = (signal + rng.normal(scale=0.5, size=rows) > 0.8).astype(int)
     return frame

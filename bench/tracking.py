@@ -36,9 +36,10 @@ import sys
 from pathlib import Path
 
 # Python puts this script's folder first on sys.path; a sibling benchmark module must not
-# shadow an installed distribution of the same name (e.g. ``packaging``, which MLflow imports).
+# shadow an installed distribution of the same name (e.g. ``packaging``, which MLflow imports),
+# so the folder goes last: only names nothing installed has (``_frames``) are found there.
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if not p or Path(p).resolve() != _HERE]
+sys.path[:] = [p for p in sys.path if not p or Path(p).resolve() != _HERE] + [str(_HERE)]
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
@@ -53,6 +54,8 @@ import traceback  # noqa: E402
 import warnings  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
+
+from _frames import mixed_frame  # noqa: E402
 
 try:
     import shipyard
@@ -143,36 +146,6 @@ def training_data():
     X, y = make_classification(n_samples=500, n_features=20, random_state=0)
     model = LogisticRegression(max_iter=500).fit(X, y)
     return model, X[:5]
-
-
-def mixed_frame(rows: int, seed: int = 0):
-    """21 columns of the kinds tabular teams log, each with missing values where its dtype allows."""
-    import numpy as np
-    import pandas as pd
-
-    rng = np.random.default_rng(seed)
-    words = np.array(["red", "green", "blue", "cyan", "magenta", "yellow"], dtype=object)
-    cols = {}
-    for i in range(6):
-        values = rng.normal(size=rows)
-        values[rng.random(rows) < 0.05] = np.nan
-        cols[f"float{i}"] = values
-    for i in range(4):
-        cols[f"int{i}"] = rng.integers(0, 1000, rows)
-    for i in range(2):
-        cols[f"bool{i}"] = rng.random(rows) < 0.5
-    for i in range(3):
-        text = words[rng.integers(0, len(words), rows)]
-        text[rng.random(rows) < 0.03] = None
-        cols[f"text{i}"] = pd.Series(text, dtype=object)
-    for i in range(2):
-        cols[f"category{i}"] = pd.Series(pd.Categorical(words[rng.integers(0, 4, rows)])).where(rng.random(rows) > 0.02)
-    for i in range(2):
-        stamps = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 10**6, rows), unit="s")
-        cols[f"date{i}"] = pd.Series(stamps).where(rng.random(rows) > 0.01)
-    cols["count"] = pd.Series(rng.integers(0, 50, rows), dtype="Int64").where(rng.random(rows) > 0.1)
-    cols["label"] = pd.Series(words[rng.integers(0, 6, rows)], dtype="string")
-    return pd.DataFrame(cols)
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 _DOCKER_FIXTURES = frozenset({"docker_engine", "base_image"})
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups into the test ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Groups for ``pytest -n 2 --dist loadgroup`` (what ``make test`` runs): one worker runs every module
     that uses Docker, in order; the other worker takes the remaining modules, each whole.
@@ -32,6 +33,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         module = item.module.__name__
         item.add_marker(pytest.mark.xdist_group("docker" if module in docker_modules else module))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Refuse to run Docker modules side by side when pytest-xdist did not take the groups."""
+    if session.config.option.__dict__.get("loadgroup") and any("@" not in item.nodeid for item in session.items):
+        raise pytest.UsageError(
+            "pytest-xdist did not apply the test groups (ids without '@group'); Docker tests would run in both "
+            "workers at once. Install the versions pyproject.toml pins, or run without -n."
+        )
 
 
 @pytest.fixture(autouse=True)

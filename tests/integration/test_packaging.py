@@ -7,7 +7,6 @@ time); each test opens that workspace itself.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ import pytest
 
 from tests.docker_support import (
     RegisteredModel,
+    ServedImage,
     base_image,  # noqa: F401  (fixture)
     docker_cli,
     docker_engine,  # noqa: F401  (fixture)
@@ -84,54 +84,6 @@ def iris_package(shared_project: Path, iris_model: RegisteredModel, base_image: 
         return package(iris_model.uri, quiet=True)
     finally:
         reset_workspace()
-
-
-class _Served:
-    """A container of the image, published on 127.0.0.1 only, always removed."""
-
-    def __init__(self, image: str) -> None:
-        self.image = image
-        self.name = f"shipyard-test-{uuid.uuid4().hex[:10]}"
-
-    def __enter__(self) -> _Served:
-        subprocess.run(
-            [docker_cli(), "run", "-d", "--name", self.name, "-p", "127.0.0.1::3000", self.image],
-            check=True,
-            capture_output=True,
-        )
-        port = subprocess.run(
-            [docker_cli(), "port", self.name, "3000/tcp"], check=True, capture_output=True, text=True
-        ).stdout.split()[0]
-        host, _, p = port.rpartition(":")
-        assert host == "127.0.0.1", f"published on {host}, not loopback only"
-        self.port = int(p)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if self.request("GET", "/readyz")[0] == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"container not ready:\n{self.logs()}")
-
-    def __exit__(self, *exc: object) -> None:
-        subprocess.run([docker_cli(), "rm", "-f", self.name], capture_output=True)
-
-    def logs(self) -> str:
-        out = subprocess.run([docker_cli(), "logs", self.name], capture_output=True, text=True)
-        return out.stdout + out.stderr
-
-    def request(
-        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
-    ) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            conn.request(method, path, body=body, headers=headers or {"Content-Type": "application/json"})
-            response = conn.getresponse()
-            return response.status, response.read()
-        finally:
-            conn.close()
 
 
 def test_image_is_non_root_and_carries_lineage_labels(iris_package: Any, iris_model: RegisteredModel) -> None:
@@ -231,7 +183,7 @@ def test_served_predictions_equal_in_process_ones_for_all_rows(iris_package: Any
     model = mlflow.pyfunc.load_model(iris_model.uri)
     expected = model.predict(iris_model.features).tolist()
     rows = json.loads(iris_model.features.to_json(orient="records", double_precision=15))
-    with _Served(iris_package.image.tag) as served:
+    with ServedImage(iris_package.image.tag, ready_seconds=60) as served:
         status, body = served.request("POST", "/predict", json.dumps({"inputs": rows}).encode())
     assert status == 200, body
     assert json.loads(body)["predictions"] == expected
@@ -303,7 +255,7 @@ def test_bad_requests_get_4xx_naming_the_problem(iris_package: Any) -> None:
         }
     ).encode()
     failures = []
-    with _Served(iris_package.image.tag) as served:
+    with ServedImage(iris_package.image.tag, ready_seconds=60) as served:
         for label, body, headers, expected in BAD_REQUESTS:
             status, answer = served.request("POST", "/predict", body, headers)
             text = answer.decode("utf-8", "replace")
