@@ -75,3 +75,32 @@ def test_directory_hash_covers_names_and_bytes(tmp_path: Path) -> None:
     assert directory_sha256(tmp_path) != digest
     with pytest.raises(ModelIntegrityError, match="model hash mismatch"):
         verify_directory(tmp_path, digest)
+
+
+def test_a_gpu_framework_the_model_files_never_name_is_not_served(tmp_path: Path) -> None:
+    """MLflow's import-based inference records torch whenever loading imported it in passing."""
+    import collections
+    import pickle
+
+    reqs = "mlflow==3.17.2\nscikit-learn==1.9.1\ntorch==2.15.0\nnvidia-ml-py==13.615.71\nnvidia-cudnn-cu13==9.26\n"
+    (tmp_path / "requirements.txt").write_text(reqs)
+    (tmp_path / "MLmodel").write_text("flavors:\n  python_function: {}\n  sklearn: {}\n")
+    (tmp_path / "model.pkl").write_bytes(pickle.dumps(collections.OrderedDict(a=1), protocol=4))
+    left_out: list[str] = []
+    served = serving_requirements(tmp_path, left_out=left_out)
+    assert "scikit-learn==1.9.1" in served
+    assert not any(r.startswith(("torch", "nvidia-")) for r in served)
+    assert [item.split(" ", 1)[0] for item in left_out] == [
+        "torch==2.15.0", "nvidia-ml-py==13.615.71", "nvidia-cudnn-cu13==9.26"
+    ]
+
+    # named by the project code shipped with the model: served, with its runtimes
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "net.py").write_text("import torch.nn as nn\n")
+    served = serving_requirements(tmp_path)
+    assert {"torch==2.15.0", "nvidia-cudnn-cu13==9.26"} <= set(served)
+
+    # named by the flavor
+    (tmp_path / "code" / "net.py").unlink()
+    (tmp_path / "MLmodel").write_text("flavors:\n  python_function: {}\n  pytorch: {}\n")
+    assert "torch==2.15.0" in serving_requirements(tmp_path)

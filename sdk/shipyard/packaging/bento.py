@@ -42,6 +42,21 @@ SERVING_SUBSTITUTES = {"mlflow": "mlflow-skinny", "xgboost": "xgboost-cpu"}
 # The first version each substitute was published in; an older pin keeps the original distribution.
 SUBSTITUTE_SINCE = {"mlflow-skinny": (1, 0), "xgboost-cpu": (2, 1)}
 MONITORING_FILES = ("__init__.py", "validation.py", "integrity.py")
+# Frameworks that bring GPU runtimes (gigabytes of CUDA libraries) -> the modules a model that uses them
+# names. MLflow's import-based requirement inference records them whenever loading the model imported
+# them in passing (scikit-learn's loaders import torch when it is installed); they are served only when
+# the model's files name them (see :func:`modules_named_by`).
+GPU_FRAMEWORKS = {
+    "torch": ("torch",),
+    "torchvision": ("torchvision",),
+    "tensorflow": ("tensorflow", "keras"),
+    "keras": ("keras", "tensorflow"),
+    "jax": ("jax", "flax"),
+    "jaxlib": ("jax", "jaxlib", "flax"),
+    "triton": ("triton", "torch"),
+}
+# distributions of GPU runtime libraries, kept only beside a GPU framework that is kept
+GPU_RUNTIME_PREFIXES = ("nvidia-", "cuda-")
 
 
 @dataclass(frozen=True)
@@ -192,7 +207,10 @@ def build_bento(model_version: Any, *, say: Callable[[str], None] | None = None)
         schema = _input_schema(source, model_dir, mlmodel)
         python = training_python(mlmodel) or f"{sys.version_info.major}.{sys.version_info.minor}"
         served = _served_lineage(registry.lineage_of(source, workspace=ws), model_dir, source.uri)
-        requirements = serving_requirements(model_dir)
+        left_out: list[str] = []
+        requirements = serving_requirements(model_dir, left_out=left_out)
+        for item in left_out:
+            say(f"not installed in the image: {item}")
         labels = served.to_labels()
         (ctx / "service.py").write_text(
             render_service(
@@ -308,25 +326,38 @@ def load_bento(path: Path) -> BentoResult:
     )
 
 
-def serving_requirements(model_dir: Path) -> list[str]:
+def serving_requirements(model_dir: Path, *, left_out: list[str] | None = None) -> list[str]:
     """Pinned requirements of the service: the model's own plus BentoML, with lean substitutes.
 
     MLflow's full package (tracking server, UI) is not needed to load a model;
     its ``mlflow-skinny`` twin at the same version is. XGBoost's default wheel
     pulls CUDA's NCCL (hundreds of MB); ``xgboost-cpu`` is the same version
-    without it (see ``SERVING_SUBSTITUTES``).
+    without it (see ``SERVING_SUBSTITUTES``). A GPU framework (``GPU_FRAMEWORKS``)
+    the model's files do not name is left out, with the CUDA runtimes that
+    come with it, and appended to ``left_out`` with the reason.
     """
     import bentoml
 
     lines: list[str] = []
     req_file = model_dir / "requirements.txt"
     raw = req_file.read_text(encoding="utf-8").splitlines() if req_file.is_file() else []
+    entries = []
     for line in raw:
         line = line.split("#", 1)[0].strip()
-        if not line or line.startswith("-"):
-            continue
-        name = re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0].strip().lower().replace("_", "-")
+        if line and not line.startswith("-"):
+            entries.append((re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0].strip().lower().replace("_", "-"), line))
+    gpu = [name for name, _ in entries if name in GPU_FRAMEWORKS]
+    named = modules_named_by(model_dir) if gpu else set()
+    kept = {name for name in gpu if not named.isdisjoint(GPU_FRAMEWORKS[name])}
+    dropped = left_out if left_out is not None else []
+    for name, line in entries:
         if name in DROPPED_REQUIREMENTS:
+            continue
+        if name in GPU_FRAMEWORKS and name not in kept:
+            dropped.append(f"{line} (no file of the model names {'/'.join(GPU_FRAMEWORKS[name])})")
+            continue
+        if name.startswith(GPU_RUNTIME_PREFIXES) and not kept:
+            dropped.append(f"{line} (a GPU runtime, and no GPU framework is served)")
             continue
         if name in SERVING_SUBSTITUTES and _substitute_exists(SERVING_SUBSTITUTES[name], line):
             line = SERVING_SUBSTITUTES[name] + line[len(name) :]
@@ -337,6 +368,84 @@ def serving_requirements(model_dir: Path) -> list[str]:
         lines.append(f"mlflow-skinny=={mlflow.__version__}")
     lines.append(f"bentoml=={bentoml.__version__}")
     return _requirement_list(lines)
+
+
+def modules_named_by(model_dir: Path) -> set[str]:
+    """Top-level modules the model's files name, read without running any of them.
+
+    Pickles (``pickle``, ``cloudpickle``, ``joblib``) are read opcode by opcode
+    (the classes they would import, and the module names ``cloudpickle`` passes
+    as strings), skops files by the modules their schema lists, the project
+    code shipped with the model by its imports, and the flavors of its
+    ``MLmodel`` (``pytorch`` → ``torch``).
+    """
+    import ast
+    import pickletools
+    import zipfile
+
+    found: set[str] = set()
+    mlmodel = read_mlmodel(model_dir) if (model_dir / "MLmodel").is_file() else {}
+    flavor_modules = {"pytorch": "torch", "tensorflow": "tensorflow", "keras": "keras"}
+    found |= {flavor_modules.get(f, f) for f in (mlmodel.get("flavors") or {})}
+    for path in model_dir.rglob("*"):
+        if not path.is_file():
+            continue
+        if path.suffix == ".py":
+            try:
+                tree = ast.parse(path.read_text(encoding="utf-8"))
+            except (SyntaxError, UnicodeDecodeError, ValueError):
+                continue
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    found |= {a.name.split(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    found.add(node.module.split(".")[0])
+            continue
+        with path.open("rb") as fh:
+            head = fh.read(4)
+        if head[:1] == b"\x80":
+            found |= _pickle_modules(path, pickletools)
+        elif head == b"PK\x03\x04" and path.suffix == ".skops":
+            try:
+                with zipfile.ZipFile(path) as zf:
+                    schema = json.loads(zf.read("schema.json"))
+            except (KeyError, ValueError, zipfile.BadZipFile):
+                continue
+            found |= _schema_modules(schema)
+    return found
+
+
+def _pickle_modules(path: Path, pickletools: Any) -> set[str]:
+    found: set[str] = set()
+    strings: list[str] = []
+    try:
+        with path.open("rb") as fh:
+            for opcode, arg, _ in pickletools.genops(fh):
+                if opcode.name in ("GLOBAL", "INST"):
+                    found.add(str(arg).split(" ", 1)[0].split(".")[0])
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.add(strings[-2].split(".")[0])
+                elif isinstance(arg, str) and opcode.name.endswith("UNICODE") and len(arg) < 200:
+                    strings.append(arg)
+                    if arg.isidentifier():
+                        found.add(arg)  # cloudpickle's subimport("torch") passes the module as a string
+    except Exception:  # not a pickle after all, or a truncated one: it names nothing we can read
+        return found
+    return found
+
+
+def _schema_modules(node: Any) -> set[str]:
+    found: set[str] = set()
+    if isinstance(node, dict):
+        module = node.get("__module__")
+        if isinstance(module, str):
+            found.add(module.split(".")[0])
+        for value in node.values():
+            found |= _schema_modules(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= _schema_modules(value)
+    return found
 
 
 def _substitute_exists(substitute: str, line: str) -> bool:
