@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
@@ -18,6 +19,7 @@ _QUANTILES = [0.01, 0.25, 0.5, 0.75, 0.99]
 SAMPLE_ROWS = 1000
 """Rows of each logged dataset kept beside its profile (``log_dataset(sample_rows=)``)."""
 SAMPLE_SEED = 0
+_OVERLAP_ROWS = 200_000  # below this, starting a thread costs more than the overlap saves
 _COUNTED_ROWS = 10_000  # below this, np.quantile's partition costs less than counting
 
 
@@ -315,12 +317,18 @@ def log_dataset(
     check_name(name, "dataset")
     frame = to_frame(data)
     scans = scan_columns(frame)
+    # The fingerprint (pandas' row hashing) and the profile (numpy's partitions and histograms) both spend
+    # most of their time in code that releases the GIL, so on a large frame they overlap on two cores.
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="shipyard-fingerprint") as pool:
+        digest = pool.submit(fingerprint, frame, scans) if len(frame) >= _OVERLAP_ROWS else None
+        stats = profile(frame, scans)
+        sha256 = digest.result() if digest is not None else fingerprint(frame, scans)
     info = DatasetInfo(
         name=name,
-        sha256=fingerprint(frame, scans),
+        sha256=sha256,
         rows=int(len(frame)),
         schema={str(c): str(t) for c, t in frame.dtypes.items()},
-        profile=profile(frame, scans),
+        profile=stats,
     )
     client = client_for(run.workspace)
     info = replace(info, sample=_log_sample(client, run.run_id, name, frame, scans, sample_rows))
@@ -356,18 +364,29 @@ def _first_positions(codes: Any) -> Any:
     return np.flatnonzero(np.diff(reached, prepend=-1) > 0)
 
 
+_FEW_CODES = 64  # up to this many categories, one comparison pass per category beats a sort
+
+
 def _distinct_firsts(series: Any, scan: ColumnScan) -> Any:
     """First row of each distinct value of a text, categorical or boolean column (None: not comparable)."""
-    if scan.codes is None:
+    import numpy as np
+    import pandas as pd
+
+    if scan.codes is not None:
+        return _first_positions(scan.codes)
+    if pd.api.types.is_bool_dtype(series) and not scan.missing.any():
+        values = series.to_numpy(dtype=bool)
+        return np.unique([int(np.argmax(values)), int(np.argmin(values))])
+    if isinstance(series.dtype, pd.CategoricalDtype) and len(series.cat.categories) <= _FEW_CODES:
+        codes = series.cat.codes.to_numpy()
+        return np.sort([int(hit.argmax()) for c in range(len(series.cat.categories)) if (hit := codes == c).any()])
+    try:
+        codes, _ = series.factorize(use_na_sentinel=True)  # native for categorical, Arrow and boolean columns
+    except TypeError:  # unhashable cells (lists, dicts): compare them by their text
         try:
-            codes, _ = series.factorize(use_na_sentinel=True)  # native for categorical, Arrow and boolean columns
-        except TypeError:  # unhashable cells (lists, dicts): compare them by their text
-            try:
-                codes, _ = series.map(repr, na_action="ignore").factorize(use_na_sentinel=True)
-            except Exception:
-                return None
-    else:
-        codes = scan.codes
+            codes, _ = series.map(repr, na_action="ignore").factorize(use_na_sentinel=True)
+        except Exception:
+            return None
     return _first_positions(codes)
 
 
@@ -380,19 +399,34 @@ def _extreme_positions(series: Any, scan: ColumnScan) -> list[int]:
     found: list[int] = []
     if present.any():
         if pd.api.types.is_numeric_dtype(series):
-            values = series.to_numpy(dtype=float, na_value=np.nan)
-            finite = np.isfinite(values)
-            if finite.any():
-                idx = np.flatnonzero(finite)
-                found += [int(idx[values[idx].argmin()]), int(idx[values[idx].argmax()])]
-        else:
-            ordinal = series.to_numpy().view("i8") if series.dtype.kind in "mM" else None
-            if ordinal is not None:
-                idx = np.flatnonzero(present)
-                found += [int(idx[ordinal[idx].argmin()]), int(idx[ordinal[idx].argmax()])]
+            found += _finite_extremes(series)
+        elif series.dtype.kind in "mM":
+            ordinal = series.to_numpy().view("i8")
+            idx = np.flatnonzero(present)
+            found += [int(idx[ordinal[idx].argmin()]), int(idx[ordinal[idx].argmax()])]
     if scan.missing.any():
         found.append(int(np.argmax(scan.missing)))
     return found
+
+
+def _finite_extremes(series: Any) -> list[int]:
+    """Rows of the smallest and the largest finite value (no copy of the column when it has no infinities)."""
+    import numpy as np
+
+    values = series.to_numpy()
+    if values.dtype.kind in "iub":
+        return [int(values.argmin()), int(values.argmax())]
+    if values.dtype.kind != "f":
+        values = series.to_numpy(dtype=float, na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        lo, hi = np.nanmin(values), np.nanmax(values)
+    if np.isfinite(lo) and np.isfinite(hi):
+        return [int(np.argmax(values == lo)), int(np.argmax(values == hi))]
+    finite = np.isfinite(values)
+    if not finite.any():
+        return []
+    idx = np.flatnonzero(finite)
+    return [int(idx[values[idx].argmin()]), int(idx[values[idx].argmax()])]
 
 
 def is_categorical(series: Any) -> bool:
