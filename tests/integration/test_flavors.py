@@ -73,9 +73,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory, docker_engine, base_image):  # 
     """A project holding the model code, importable by the flow's steps, not installed anywhere."""
     from shipyard._core.workspace import reset_workspace
 
-    # torch first: imported later, by skops's scan of scikit-learn's modules during a load, it fails on
-    # Python 3.11 in a process that has run the steps below ("Type parameter ~_R without a default ...")
-    pytest.importorskip("torch")
+    pytest.importorskip("torch")  # the PyTorch flavor's library (a dev dependency)
     project = tmp_path_factory.mktemp("flavors")
     shutil.copytree(PROJECT_MODULE, project / "flavor_features")
     mp = pytest.MonkeyPatch()
