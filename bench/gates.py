@@ -40,7 +40,7 @@ from pathlib import Path
 
 # Python puts this script's folder first on sys.path; a sibling benchmark module must not
 # shadow an installed distribution of the same name (e.g. ``packaging``, which MLflow imports),
-# so the folder goes last: only names nothing installed has (``_frames``) are found there.
+# so the folder goes last: only names nothing installed has (``_shared``) are found there.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if not p or Path(p).resolve() != _HERE] + [str(_HERE)]
 
@@ -55,7 +55,7 @@ from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
-from _frames import WORDS, mixed_frame  # noqa: E402
+from _shared import WORDS, mixed_frame, print_aligned  # noqa: E402
 
 try:
     import shipyard
@@ -258,11 +258,7 @@ def print_table(rows: list[Row]) -> None:
             ratio = row.shipyard / row.by_hand
             hand += f" ({ratio:.2f}× shipyard/by hand)"
         lines.append([row.label, "" if row.shipyard is None else f"{row.shipyard:.2f} s", hand, row.note])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    for n, line in enumerate(lines):
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
+    print_aligned(lines)
     print("(×: shipyard's time divided by the hand-written code's; medians of interleaved repeats)")
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 # Python puts this script's folder first on sys.path; a sibling benchmark module must not
 # shadow an installed distribution of the same name (e.g. ``packaging``, which MLflow imports),
-# so the folder goes last: only names nothing installed has (``_frames``) are found there.
+# so the folder goes last: only names nothing installed has (``_shared``) are found there.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if not p or Path(p).resolve() != _HERE] + [str(_HERE)]
 
@@ -55,7 +55,7 @@ import warnings  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
-from _frames import mixed_frame  # noqa: E402
+from _shared import mixed_frame, print_aligned  # noqa: E402
 
 try:
     import shipyard
@@ -530,11 +530,7 @@ def print_table(rows: list[Row]) -> None:
             f"≤ {fmt(row.target, row.unit)}" if row.target is not None else "",
             ("ok" if ok else "MISSED") if row.target is not None else "",
         ])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    for n, line in enumerate(lines):
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
+    print_aligned(lines)
     print("(×: the other tool's figure divided by shipyard's; medians of the repeats)")
 
 

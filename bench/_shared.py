@@ -1,4 +1,4 @@
-"""Data the benchmarks share: frames of the column kinds tabular teams log."""
+"""What the benchmarks share: frames of the column kinds tabular teams log, and the table they print."""
 
 from __future__ import annotations
 
@@ -35,3 +35,12 @@ def mixed_frame(rows: int, seed: int = 0) -> Any:
     cols["count"] = pd.Series(rng.integers(0, 50, rows), dtype="Int64").where(rng.random(rows) > 0.1)
     cols["label"] = pd.Series(words[rng.integers(0, 6, rows)], dtype="string")
     return pd.DataFrame(cols)
+
+
+def print_aligned(lines: list[list[str]]) -> None:
+    """``lines`` (the header first) as columns padded to their widest cell, a rule under the header."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for n, line in enumerate(lines):
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
