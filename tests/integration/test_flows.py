@@ -165,6 +165,38 @@ def test_an_untracked_flow_is_refused_before_metaflow_starts_it(workspace, mlflo
     assert mlflow_client.search_runs([e.experiment_id for e in mlflow_client.search_experiments()]) == []
 
 
+SELF_STARTING_FLOW = '''from metaflow import FlowSpec, step
+
+import shipyard
+
+
+@shipyard.track
+class SelfStartingFlow(FlowSpec):
+    @step
+    def start(self):
+        self.next(self.end)
+
+    @step
+    def end(self):
+        pass
+
+
+if __name__ == "__main__":
+    shipyard.run(__file__)  # should be SelfStartingFlow(): Metaflow runs this file to run the flow
+'''
+
+
+def test_a_flow_file_that_starts_itself_fails_once_instead_of_recursing(workspace) -> None:
+    flow_file = workspace.project_dir / "self_starting_flow.py"
+    flow_file.write_text(SELF_STARTING_FLOW, encoding="utf-8")
+    with pytest.raises(shipyard.FlowError) as info:
+        shipyard.run(flow_file)
+    # the outer run reports what the inner one refused, with its fix, in seconds instead of never ending
+    assert "starts its own run again" in info.value.message
+    assert "End the flow file with `MyFlow()`" in info.value.message
+    assert _no_metaflow_run_of(workspace, "SelfStartingFlow")
+
+
 IMPORTING_FLOW = '''from metaflow import FlowSpec, step
 
 import shipyard

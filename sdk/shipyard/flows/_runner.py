@@ -173,6 +173,7 @@ def run(flow: Any, *, show_output: bool = False, **params: Any) -> RunResult:
     """
     state = _RunState(current_workspace())
     flow_file = _flow_file(flow, state.workspace)  # refuses an untracked flow before anything starts
+    _refuse_rerun_from_inside(flow_file)
     _prepare_store(state.workspace)
     return _execute(flow_file, params, show_output, state)
 
@@ -181,6 +182,7 @@ def run_async(flow: Any, *, show_output: bool = False, **params: Any) -> FlowRun
     """Start a tracked flow in the background and return a :class:`FlowRun` handle at once."""
     state = _RunState(current_workspace())
     flow_file = _flow_file(flow, state.workspace)  # resolve the cell now, in the caller's thread
+    _refuse_rerun_from_inside(flow_file)
     _prepare_store(state.workspace)
     future: concurrent.futures.Future[RunResult] = concurrent.futures.Future()
 
@@ -192,6 +194,30 @@ def run_async(flow: Any, *, show_output: bool = False, **params: Any) -> FlowRun
 
     threading.Thread(target=target, name="shipyard-flow", daemon=True).start()
     return FlowRun(future, state)
+
+
+def _refuse_rerun_from_inside(flow_file: _FlowFile) -> None:
+    """Refuse to start a flow from the Metaflow process that is running that same flow file.
+
+    Q: How can that happen?
+    A: Metaflow runs a flow by executing its file (``flow.py run``), so a file
+       that ends in ``shipyard.run(Flow)`` instead of ``Flow()`` starts a new
+       run from inside each run: processes without end. The step processes
+       ``shipyard.run`` starts carry ``SHIPYARD_SOURCE_KIND``.
+    """
+    if not os.environ.get("SHIPYARD_SOURCE_KIND") or not sys.argv or not sys.argv[0]:
+        return
+    try:
+        same = Path(sys.argv[0]).resolve() == flow_file.path.resolve()
+    except OSError:
+        return
+    if same:
+        raise FlowError(
+            f"shipyard.run was called while Metaflow runs {flow_file.path.name} itself: the flow file starts "
+            "its own run again, which would start runs without end.",
+            hint="End the flow file with `MyFlow()` under `if __name__ == '__main__':`, and call shipyard.run "
+            "from a notebook, a script or the command line instead.",
+        )
 
 
 def _execute(flow: Any, params: Mapping[str, Any], show_output: bool, state: _RunState) -> RunResult:
