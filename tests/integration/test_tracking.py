@@ -147,13 +147,13 @@ def test_sklearn_model_with_pinned_requirements_and_signature(workspace, mlflow_
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
     tags = mlflow_client.get_run(logged.run_id).data.tags
     assert tags[lineage.model_tag("model", "sha256")] == logged.sha256
-    from shipyard._core.hashing import sha256_tree
+    from shipyard._core.hashing import model_sha256
     from shipyard.tracking._mlflow import fluent_store
 
-    assert sha256_tree(shipyard.tracking.download_model(logged.uri, tmp_path / "ours")) == logged.sha256
+    assert model_sha256(shipyard.tracking.download_model(logged.uri, tmp_path / "ours")) == logged.sha256
     with fluent_store(workspace):  # as a user checks it: MLflow's own download, pointed at the workspace
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=logged.uri, dst_path=str(tmp_path / "theirs")))
-    assert sha256_tree(local) == logged.sha256
+    assert model_sha256(local) == logged.sha256
 
 
 @pytest.mark.parametrize("library", ["xgboost", "lightgbm"])

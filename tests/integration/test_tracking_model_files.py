@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import shipyard
-from shipyard._core.hashing import sha256_tree
+from shipyard._core.hashing import model_sha256
 from shipyard.tracking._mlflow import URI_VARIABLES, fluent_state, fluent_store, restore_fluent_state
 
 from .conftest import MlflowServer
@@ -82,7 +82,7 @@ def test_logging_downloading_and_loading_leave_the_users_mlflow_store_alone(
     for n, uri in enumerate(_every_form(run.run_id, logged.uri)):
         local = shipyard.tracking.download_model(uri, tmp_path / f"download-{n}")
         assert (local / "MLmodel").is_file(), uri
-        assert sha256_tree(local) == logged.sha256, uri
+        assert model_sha256(local) == logged.sha256, uri
         _unchanged(users_own_store)
     loaded = shipyard.tracking.load_model("models:/iris/1")
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
@@ -99,7 +99,7 @@ def test_a_tracking_server_serves_the_same_files_without_the_fluent_uris(
     _unchanged(users_own_store)
     for n, uri in enumerate(_every_form(run.run_id, logged.uri)):
         local = shipyard.tracking.download_model(uri, tmp_path / f"download-{n}", workspace=ws)
-        assert sha256_tree(local) == logged.sha256, uri
+        assert model_sha256(local) == logged.sha256, uri
     loaded = shipyard.tracking.load_model(logged.uri, workspace=ws)
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
     _unchanged(users_own_store)

@@ -35,7 +35,4 @@ def model_sha256(root: Path) -> str:
     return directory_sha256(root)
 
 
-# Older name, kept for callers that hash a model directory.
-sha256_tree = model_sha256
-
-__all__ = ["DOWNLOAD_ONLY_FILES", "model_sha256", "sha256_file", "sha256_text", "sha256_tree"]
+__all__ = ["DOWNLOAD_ONLY_FILES", "model_sha256", "sha256_file", "sha256_text"]

@@ -20,7 +20,7 @@ A: Without an MLflow active run, MLflow's fluent API works out the experiment
 
 Q: Why download the model right after logging it, only to hash it?
 A: The digest is the one of what a download of the model URI gives, so anyone
-   can check it the same way (:func:`sha256_tree` leaves out the
+   can check it the same way (:func:`model_sha256` leaves out the
    ``registered_model_meta`` file MLflow's own ``models:/`` downloads add). For
    the embedded store the download is a local copy of a few files (~10 ms).
 
@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._core import lineage
 from .._core.errors import ShipyardError, TrackingError
-from .._core.hashing import DOWNLOAD_ONLY_FILES, sha256_tree
+from .._core.hashing import DOWNLOAD_ONLY_FILES, model_sha256
 from .._core.refs import GRAMMAR, ModelRef
 from .._core.workspace import Workspace, current_workspace
 from ._context import ActiveRun, check_name, current
@@ -287,7 +287,7 @@ def _mark_failed(run: ActiveRun, model_id: str) -> None:
 def _downloaded_sha256(ws: Workspace, model_uri: str) -> str:
     """The model digest (:mod:`shipyard.monitoring.integrity`) of what a download of ``model_uri`` gives."""
     with tempfile.TemporaryDirectory() as tmp:
-        return sha256_tree(download_model(model_uri, Path(tmp) / "model", workspace=ws))
+        return model_sha256(download_model(model_uri, Path(tmp) / "model", workspace=ws))
 
 
 def download_model(uri: str, dst: Path, *, workspace: Workspace | None = None) -> Path:
