@@ -200,3 +200,24 @@ def test_tree_ensembles_log_and_load(workspace, iris) -> None:
         model.fit(X, y)
         logged, loaded = _logged(workspace, model, X.head(5))
         np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+
+
+def test_attaching_a_run_imports_mlflow_in_the_callers_thread_before_the_writer_starts(workspace) -> None:
+    """The step's code may import MLflow at once; two threads importing it together meet half-made modules."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, threading, shipyard\n"
+        "from shipyard.tracking import _context\n"
+        f"ws = shipyard.init(project_dir={str(workspace.project_dir)!r})\n"
+        "before = {t.name for t in threading.enumerate()}\n"
+        "assert 'mlflow' not in sys.modules\n"
+        "run = _context.attach(ws, 'a' * 32)\n"
+        "assert 'mlflow.tracking' in sys.modules, 'MLflow was left to the writer thread to import'\n"
+        "assert {t.name for t in threading.enumerate()} - before, 'no writer thread started'\n"
+        "run.buffer.close()\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]

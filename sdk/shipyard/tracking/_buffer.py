@@ -210,7 +210,7 @@ class MetricBuffer:
 
     def _loop(self) -> None:
         try:
-            self.client  # import MLflow now, while the step computes
+            self.client  # make the client now, while the step computes, not at the first flush
         except Exception as exc:
             self.last_error = exc
         while not self._closed:

@@ -57,8 +57,13 @@ def attach(ws: Workspace, run_id: str) -> ActiveRun:
     from ._client import client_for
     from ._live import LiveLog
 
+    # MLflow is imported here, in the caller's thread, before the writer thread starts. Imported by the
+    # writer while the step's own code imports it too (``import mlflow``, ``log_dataset``), MLflow's
+    # circular imports meet half-initialised modules in the other thread and fail ("cannot import name
+    # 'EvaluationDataset' from 'mlflow.entities'").
+    client = client_for(ws)
     buffer = MetricBuffer(
-        lambda: client_for(ws),
+        lambda: client,
         run_id,
         ws.spool_dir,
         flush_interval=ws.settings.flush_interval,
