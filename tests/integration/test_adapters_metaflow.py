@@ -195,3 +195,22 @@ def test_runner_class_leaves_typing_as_it_was_so_torch_still_imports() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("ok torch.Size([1, 1])")
+
+
+def test_runner_class_loads_the_commands_a_run_uses_so_concurrent_runs_do_not_race() -> None:
+    """Runs started at once from threads find Metaflow's lazily loaded commands already whole."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, threading\n"
+        "from shipyard.flows._metaflow import runner_class\n"
+        "threads = [threading.Thread(target=runner_class) for _ in range(4)]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
+        "from metaflow.cli import cli\n"
+        "assert {'run', 'resume', 'step'} <= set(cli._lazy_loaded), sorted(cli._lazy_loaded)\n"
+        "print('ok', hasattr(sys.modules['metaflow.cli_components.run_cmds'], 'run'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ok True"

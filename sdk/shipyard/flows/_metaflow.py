@@ -22,12 +22,15 @@ This module imports Metaflow only inside its functions.
 
 from __future__ import annotations
 
+import threading
 import typing
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from metaflow import Run, Runner
+
+_IMPORT_LOCK = threading.Lock()
 
 SUPPORTED = "metaflow>=2.19,<2.20"
 """The Metaflow versions this adapter was written for (as in ``pyproject.toml``)."""
@@ -111,12 +114,25 @@ def runner_class() -> type[Runner]:
        and so does loading any model whose library imports it. The vendored
        copy needs its replacement only while its own modules are defined, so
        the original is put back once they are imported.
+
+    Q: Why import the commands here, under a lock?
+    A: Metaflow's command line loads ``run``, ``resume`` and ``step`` lazily,
+       the first time a Runner asks for them. Two runs started at once from
+       background threads then import ``metaflow.cli_components.run_cmds``
+       concurrently; Python's import deadlock detection hands one of them the
+       half-initialised module ("has no attribute 'run'"). Loading them once,
+       before any Runner exists, leaves nothing to race.
     """
-    saved = {name: getattr(typing, name) for name in ("_collect_parameters", "_collect_type_vars") if hasattr(typing, name)}
-    try:
-        from metaflow import Runner
-        from metaflow.runner import click_api  # noqa: F401 - imported here, under the guard, not mid-run
-    finally:
-        for name, value in saved.items():
-            setattr(typing, name, value)
+    with _IMPORT_LOCK:
+        saved = {name: getattr(typing, name) for name in ("_collect_parameters", "_collect_type_vars") if hasattr(typing, name)}
+        try:
+            from metaflow import Runner
+            from metaflow.cli import cli
+            from metaflow.runner import click_api  # noqa: F401 - imported here, under the guard, not mid-run
+
+            for name in getattr(cli, "lazy_subcommands", {}):
+                cli.get_command(None, name)
+        finally:
+            for name, value in saved.items():
+                setattr(typing, name, value)
     return Runner
