@@ -46,6 +46,17 @@ IMAGE_FLAVORS = [
     "catboost",
     "pyfunc",
 ]
+# how each image predicts: the flavor's own object where the service loads it, else mlflow.pyfunc
+SERVED_BY = {
+    "sklearn": "sklearn",
+    "xgboost_sklearn": "xgboost",
+    "xgboost_booster": "xgboost",
+    "lightgbm_booster": "lightgbm",
+    "lightgbm_sklearn": "sklearn",  # an LGBMRegressor is logged with the scikit-learn flavor
+    "pipeline_xgboost": "sklearn",
+    "catboost": "python_function",
+    "pyfunc": "python_function",
+}
 # distributions each model's own objects come from, which its requirements must name
 USES = {
     "sklearn": {"scikit-learn", "numpy"},
@@ -177,6 +188,8 @@ def test_each_flavor_is_promoted_and_its_image_answers_as_the_model_does(promote
     expected = in_process(result.model_uri, rows)
     with running_model(docker_engine, promotion.image) as served, JsonClient(served.port) as http:
         answer = http.post_json("/predict", {"inputs": as_records(rows)})["predictions"]
+        serving = http.post_json("/metadata", {})["serving"]
+    assert serving["loader"] == SERVED_BY[flavor], serving
     served_values = np.asarray(answer, dtype="float64").reshape(len(rows), -1)
     np.testing.assert_allclose(served_values, expected, rtol=1e-9, atol=1e-12)
 
@@ -184,6 +197,8 @@ def test_each_flavor_is_promoted_and_its_image_answers_as_the_model_does(promote
     assert not [p for p in packages if p.startswith(GPU_PACKAGES)], sorted(packages)
     if "xgboost" in flavor:
         assert "xgboost-cpu" in packages and "xgboost" not in packages
+    # MLflow is installed only where the service loads the model with it
+    assert ("mlflow-skinny" in packages) == (SERVED_BY[flavor] == "python_function"), sorted(packages)
     size_mb = docker_engine.images.get(promotion.image).attrs["Size"] / 1e6
     print(f"\nimage size {flavor}: {size_mb:.0f} MB")
 

@@ -8,7 +8,7 @@ import pytest
 from shipyard.monitoring.integrity import ModelIntegrityError, directory_sha256, verify_directory
 from shipyard.packaging.base_image import BaseImage, base_image_name
 from shipyard.packaging.bento import serving_requirements
-from shipyard.packaging.image import render_dockerfile, warm_imports
+from shipyard.packaging.image import render_dockerfile, warm_imports_script
 
 LOCAL = BaseImage(
     "shipyard/base:bookworm-py3.11", "sha256:x", "3.11", 0, False, 0.0, builder="shipyard/base-builder:bookworm-py3.11"
@@ -51,10 +51,24 @@ def test_serving_requirements_swap_mlflow_for_skinny_and_drop_test_tools(tmp_pat
     assert f"bentoml=={bentoml.__version__}" in reqs
 
 
-def test_warm_imports_follow_the_requirements() -> None:
-    assert "mlflow.sklearn" in warm_imports(["scikit-learn==1.9.1"])
-    assert "mlflow.sklearn" not in warm_imports(["xgboost==2.1"])
-    assert "xgboost" in warm_imports(["xgboost==2.1"])
+def test_the_build_writes_bytecode_for_the_server_and_for_what_loading_the_service_imports(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "service.py").write_text(
+        "import json\n\nclass ModelService:\n    class inner:\n        def __init__(self):\n"
+        "            import email.mime.text  # noqa: F401\n"
+    )
+    script = tmp_path / "warm.py"
+    script.write_text(warm_imports_script())
+    probe = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__'); "
+    probe += "print('email.mime.text' in sys.modules, 'uvicorn' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe, str(script), str(tmp_path)], capture_output=True, text=True)
+    assert done.stdout.split() == ["True", "True"], done.stderr
+
+    (tmp_path / "service.py").write_text("raise SystemExit(78)\n")
+    done = subprocess.run([sys.executable, "-c", probe, str(script), str(tmp_path)], capture_output=True, text=True)
+    assert "the service did not load in the image build" in done.stderr and done.returncode == 0
 
 
 def test_base_image_name_follows_the_suite_python() -> None:

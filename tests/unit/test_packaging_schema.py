@@ -61,7 +61,7 @@ def test_field_identifiers_are_unique_valid_and_readable() -> None:
     assert not any(i.startswith("model_") for i in idents)
 
 
-def _render(schema: InputSchema) -> str:
+def _render(schema: InputSchema, loader: dict | None = None) -> str:
     return render_service(
         model_name="churn",
         model_version="7",
@@ -70,6 +70,8 @@ def _render(schema: InputSchema) -> str:
         lineage={"shipyard.model.name": "churn", "shipyard.metaflow.pathspec": "Train/1"},
         schema=schema,
         shipyard_version="0.1.0",
+        loader=loader or {"flavor": "sklearn", "path": "model.pkl", "format": "cloudpickle", "method": "predict"},
+        input_format="tensor" if schema.tensor_width is not None else "pandas",
     )
 
 
@@ -84,32 +86,28 @@ def test_generated_service_is_valid_python_with_typed_rows() -> None:
     assert "def predict(self, inputs: list[InputRow])" in source
     assert 'MODEL_SHA256 = "' + "ab" * 32 + '"' in source
     assert '"shipyard.metaflow.pathspec": "Train/1",' in source
-    assert "_verify_model()" in source
+    assert "verify_or_exit(MODEL_DIR, MODEL_SHA256)" in source
+    assert 'MODEL_LOADER = {"flavor": "sklearn", "path": "model.pkl", "format": "cloudpickle", "method": "predict"}' in source
+    assert 'INPUT_FORMAT = "pandas"' in source
+    assert "WORKERS = worker_count('auto')" in source
+    assert "predict=_predict" in source  # HTTP requests are answered from the validated columns
 
 
-def test_skops_models_preload_skops_before_mlflow() -> None:
-    from shipyard.packaging.service_source import preload_modules
-
-    mlmodel = {"flavors": {"sklearn": {"serialization_format": "skops"}, "python_function": {}}}
-    assert preload_modules(mlmodel) == ["skops.io"]
-    assert preload_modules({"flavors": {"sklearn": {"serialization_format": "cloudpickle"}}}) == []
-    source = render_service(
-        model_name="m",
-        model_version="1",
-        service_name="m",
-        model_sha256="0" * 64,
-        lineage={},
-        schema=InputSchema(tensor_width=2),
-        shipyard_version="0",
-        preload=["skops.io"],
-    )
+def test_a_model_without_a_native_loader_is_served_by_mlflow_pyfunc() -> None:
+    source = _render(InputSchema(tensor_width=2), loader={"flavor": "python_function"})
     ast.parse(source)
-    assert source.index("import skops.io") < source.index("import mlflow.pyfunc")
+    assert 'MODEL_LOADER = {"flavor": "python_function"}' in source
+    assert "with mlflow.pyfunc" in source
 
 
 def test_generated_service_builds_the_batch_in_the_models_own_tensor_dtype() -> None:
-    source = _render(InputSchema(tensor_width=3, tensor_type="float", tensor_dtype="float32"))
-    assert "np.asarray(inputs, dtype=np.float32)" in source
+    from shipyard.monitoring.serving import build_input
+    from shipyard.packaging.service_source import schema_to_dict
+
+    schema = InputSchema(tensor_width=3, tensor_type="float", tensor_dtype="float32")
+    assert '"tensor_dtype": "float32"' in _render(schema)
+    batch = build_input({"": [[1, 2, 3.5]]}, schema_to_dict(schema), "tensor")
+    assert batch.dtype.name == "float32" and batch.shape == (1, 3)
     with pytest.raises(PackagingError, match="not a numpy dtype"):
         input_schema_from_signature([{"type": "tensor", "tensor-spec": {"dtype": "nonsense", "shape": [-1, 4]}}])
 
@@ -118,5 +116,5 @@ def test_generated_service_for_tensor_models_takes_number_rows() -> None:
     source = _render(InputSchema(tensor_width=3, tensor_type="long", tensor_dtype="int64"))
     ast.parse(source)
     assert "def predict(self, inputs: list[list[int]])" in source
-    assert "np.asarray(inputs, dtype=np.int64)" in source
+    assert 'columns = {"": inputs}' in source
     assert "class InputRow" not in source

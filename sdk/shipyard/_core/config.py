@@ -32,7 +32,7 @@ import tomllib
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError
 from pydantic.fields import FieldInfo
@@ -95,6 +95,21 @@ class Settings(BaseSettings):
         None,
         description="Package index searched before PyPI when images install requirements, "
         "e.g. https://download.pytorch.org/whl/cpu for CPU-only PyTorch wheels.",
+    )
+    serving_workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = Field(
+        "auto",
+        description="Workers of a model image: a number, or auto for one per CPU the container may use "
+        "(its CPU quota counted); SHIPYARD_SERVING_WORKERS overrides it when the container starts.",
+    )
+    serving_batch_rows: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="Adaptive batching in model images: requests waiting while the model predicts are "
+        "predicted together, up to this many rows per call; 0 turns it off.",
+    )
+    serving_batch_wait_ms: float = Field(
+        0.0, ge=0, le=100, description="With batching on, how long a request may wait for others to join its batch."
     )
     require_approval: bool = Field(False, description="An engineer must approve before champion moves.")
     gitops_repo: Path | None = Field(None, description="Git repository path that handoff bundles are committed to.")

@@ -106,5 +106,27 @@ def verify_directory(folder: str | os.PathLike[str], expected: str) -> str:
     return actual
 
 
-__all__ = ["DOWNLOAD_ONLY_FILES", "ModelIntegrityError", "directory_sha256", "file_sha256", "model_files",
-           "verify_directory"]
+EXIT_MODEL_MISMATCH = 78  # EX_CONFIG: the container is misconfigured, restarting it will not help
+
+
+def verify_or_exit(folder: str | os.PathLike[str], expected: str) -> None:
+    """:func:`verify_directory`, or stop the process with exit code 78 and one line saying why.
+
+    A service calls this before it loads anything, so an image whose model
+    files were changed never starts, and its exit code tells an orchestrator
+    not to retry.
+    """
+    import logging
+    import sys
+
+    try:
+        verify_directory(folder, expected)
+    except (ModelIntegrityError, FileNotFoundError) as exc:
+        message = f"shipyard: refusing to start: {exc}"
+        print(message, file=sys.stderr, flush=True)
+        logging.getLogger("shipyard.service").critical(message)
+        raise SystemExit(EXIT_MODEL_MISMATCH) from None
+
+
+__all__ = ["DOWNLOAD_ONLY_FILES", "EXIT_MODEL_MISMATCH", "ModelIntegrityError", "directory_sha256", "file_sha256",
+           "model_files", "verify_directory", "verify_or_exit"]

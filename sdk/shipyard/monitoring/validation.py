@@ -33,10 +33,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
+import operator
 import re
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -60,6 +62,9 @@ KNOWN_TYPES = NUMERIC_TYPES | TEXT_TYPES | BOOLEAN_TYPES
 # The values each MLflow numeric type holds: long is int64, integer int32, float float32.
 INTEGER_RANGES = {"long": (-(2**63), 2**63 - 1), "integer": (-(2**31), 2**31 - 1)}
 FLOAT32_MAX = 3.4028234663852886e38
+DOUBLE_MAX = 1.7976931348623157e308
+
+_log = logging.getLogger("shipyard.service")
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
@@ -225,6 +230,39 @@ def validate_payload(payload: Any, schema: InputSchema) -> list[Any]:
         >>> validate_payload({"inputs": [{"x": 1.5}]}, schema)
         [{'x': 1.5}]
     """
+    rows = _rows_of(payload, schema)
+    _check_rows(rows, schema)
+    return rows
+
+
+def validate_columns(payload: Any, schema: InputSchema) -> tuple[dict[str, Sequence[Any]], int]:
+    """Check a decoded request like :func:`validate_payload`; return its values column by column and the row count.
+
+    Columns are keyed by field name, values in row order (``None`` for an
+    optional field a row left out); a tensor request is one column ``""``
+    holding its rows. The checks are the same as :func:`validate_payload`'s
+    and so is the first problem reported.
+
+    Q: Why check by column?
+    A: Per value, pure-Python checks cost more than the model on a 100-row
+       request. A column's values are gathered, typed (``set(map(type, ...))``)
+       and range-checked by C-level builtins in one pass each; only a request
+       that fails is walked again row by row, to name its first bad value.
+
+    Example:
+        >>> schema = InputSchema(fields=(FieldSpec("x", "double"), FieldSpec("n", "long")))
+        >>> validate_columns({"inputs": [{"x": 1.5, "n": 2}, {"x": 3, "n": 4}]}, schema)
+        ({'x': (1.5, 3), 'n': (2, 4)}, 2)
+    """
+    rows = _rows_of(payload, schema)
+    columns = _columns(rows, schema)
+    if columns is None:
+        _check_rows(rows, schema)  # raises, naming the first bad row and value
+        raise AssertionError("the column checks refused a request the row checks accept")  # pragma: no cover
+    return columns, len(rows)
+
+
+def _rows_of(payload: Any, schema: InputSchema) -> list[Any]:
     if not isinstance(payload, dict):
         raise RequestProblem(422, f'request body must be a JSON object {{"inputs": [...]}}, got {_kind(payload)}')
     extra = sorted(set(payload) - {"inputs"})
@@ -241,13 +279,81 @@ def validate_payload(payload: Any, schema: InputSchema) -> list[Any]:
         raise RequestProblem(422, "'inputs' is empty; send at least one row")
     if len(rows) > schema.max_rows:
         raise RequestProblem(413, f"'inputs' has {len(rows)} rows; the limit is {schema.max_rows} per request")
+    return rows
+
+
+def _check_rows(rows: list[Any], schema: InputSchema) -> None:
     if schema.tensor_width is not None:
         for i, row in enumerate(rows):
             _check_tensor_row(i, row, schema)
     else:
         for i, row in enumerate(rows):
             _check_record(i, row, schema.fields)
-    return rows
+
+
+def _columns(rows: list[Any], schema: InputSchema) -> dict[str, Sequence[Any]] | None:
+    """The rows' values by column when every one of them is valid; None when any is not."""
+    if schema.tensor_width is not None:
+        width = schema.tensor_width
+        if not all(type(row) is list and len(row) == width for row in rows):
+            return None
+        values = [v for row in rows for v in row]
+        return {"": rows} if _values_ok(values, schema.tensor_type, False, True) else None
+    fields = schema.fields
+    names = [f.name for f in fields]
+    known = frozenset(names)
+    if not all(type(row) is dict and known.issuperset(row) for row in rows):
+        return None
+    columns: dict[str, Sequence[Any]]
+    try:
+        # One C-level pass gathers every row's values; a row that leaves out a field raises KeyError.
+        get = operator.itemgetter(*names)
+        columns = {names[0]: tuple(map(get, rows))} if len(names) == 1 else dict(zip(names, zip(*map(get, rows))))
+    except (KeyError, TypeError):  # TypeError: no fields at all
+        columns = {name: tuple(row.get(name) for row in rows) for name in names}
+    for spec in fields:
+        if not _values_ok(columns[spec.name], spec.type, spec.allow_non_finite, spec.required):
+            return None
+    return columns
+
+
+_NONE = type(None)
+
+
+def _values_ok(values: Sequence[Any], kind: str, allow_non_finite: bool, required: bool) -> bool:
+    """True when every value passes :func:`_check_value` for ``kind`` (and ``None`` only where allowed)."""
+    types = set(map(type, values))
+    if _NONE in types:
+        if required:
+            return False
+        values = [v for v in values if v is not None]
+        types.discard(_NONE)
+        if not values:
+            return True
+    if kind in NUMERIC_TYPES:
+        if not types <= {int, float}:
+            return False
+        floats = values if int not in types else [v for v in values if type(v) is float]
+        ints = () if int not in types else (values if float not in types else [v for v in values if type(v) is int])
+        if kind in INTEGER_TYPES:
+            if floats and not all(map(float.is_integer, floats)):  # NaN and infinity are not integers either
+                return False
+            low, high = INTEGER_RANGES[kind]
+            return low <= min(values) and max(values) <= high
+        if not allow_non_finite and floats and not all(map(math.isfinite, floats)):
+            return False
+        limit = FLOAT32_MAX if kind == "float" else DOUBLE_MAX
+        if ints and not (-limit <= min(ints) and max(ints) <= limit):
+            return False
+        if kind == "float" and floats:
+            finite = [v for v in floats if math.isfinite(v)]
+            return not finite or (-limit <= min(finite) and max(finite) <= limit)
+        return True
+    if kind in BOOLEAN_TYPES:
+        return types <= {bool}
+    if kind in TEXT_TYPES:
+        return types <= {str}
+    return True
 
 
 def _check_record(i: int, row: Any, fields: Iterable[FieldSpec]) -> None:
@@ -296,7 +402,7 @@ def _check_value(where: str, value: Any, kind: str, allow_non_finite: bool) -> N
                 magnitude = abs(float(value))
             except OverflowError:
                 magnitude = math.inf
-            limit = FLOAT32_MAX if kind == "float" else 1.7976931348623157e308
+            limit = FLOAT32_MAX if kind == "float" else DOUBLE_MAX
             if magnitude > limit:
                 raise RequestProblem(422, f"{where} is out of range for {kind}: {_short(value)} exceeds {limit:g}")
     elif kind in BOOLEAN_TYPES:
@@ -348,6 +454,11 @@ class RequestValidationMiddleware:
         no_input_paths: request paths that take no input; their body must be empty or ``{}``.
         body_idle_seconds: longest pause while the body arrives; then the request is a 400.
         body_total_seconds: longest time the whole body may take; then the request is a 408.
+        predict: ``async (columns, rows) -> predictions``; when given, requests to ``paths`` are
+            answered here with ``{"predictions": [...]}`` from the validated columns (see
+            :func:`validate_columns`), and the wrapped app never parses them again.
+        client_error: tells whether an exception of ``predict`` means the model cannot score this
+            input (a category it never saw): a 422 naming the error, where anything else is a 500.
     """
 
     def __init__(
@@ -358,8 +469,12 @@ class RequestValidationMiddleware:
         no_input_paths: Iterable[str] = (),
         body_idle_seconds: float = BODY_IDLE_SECONDS,
         body_total_seconds: float = BODY_TOTAL_SECONDS,
+        predict: Callable[[Mapping[str, Sequence[Any]], int], Awaitable[Any]] | None = None,
+        client_error: Callable[[BaseException], bool] = lambda exc: isinstance(exc, ValueError | TypeError),
     ) -> None:
         self.app = app
+        self.predict = predict
+        self.client_error = client_error
         self.schema = schema if isinstance(schema, InputSchema) else InputSchema.from_dict(schema)
         self.paths = frozenset(paths)
         self.no_input_paths = frozenset(no_input_paths)
@@ -384,7 +499,10 @@ class RequestValidationMiddleware:
             body = await self._read_body(scope, receive)
             if path in self.paths:
                 _check_content_type(scope)
-                validate_payload(parse_json(body, self.schema.max_bytes), self.schema)
+                columns, rows = validate_columns(parse_json(body, self.schema.max_bytes), self.schema)
+                if self.predict is not None:
+                    await self._answer_prediction(send, columns, rows)
+                    return
             else:
                 payload = parse_json(body, self.schema.max_bytes) if body.strip() else {}
                 if not isinstance(payload, dict) or payload:
@@ -405,6 +523,26 @@ class RequestValidationMiddleware:
             (k, v) for k, v in scope.get("headers", ()) if k.lower() not in (b"content-type", b"content-length")
         ] + [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await self.app(inner, _replay(body, receive), _uniform_errors(send, path, method, self._endpoints()))
+
+    async def _answer_prediction(self, send: Send, columns: Mapping[str, Sequence[Any]], rows: int) -> None:
+        assert self.predict is not None
+        try:
+            predictions = await self.predict(columns, rows)
+        except Exception as exc:
+            if not self.client_error(exc):
+                _log.exception("predict failed")
+                await _answer(send, 500, "the model failed on this input; the service log has the details")
+                return
+            # Rows that passed validation but that the model cannot score (a category it never saw, a
+            # value its own checks refuse) are the client's to fix: a 422 that says why, logged on one line.
+            reason = f"{type(exc).__name__}: {str(exc).strip()[:500]}"
+            _log.warning("predict refused the input: %s", reason.splitlines()[0])
+            await _answer(send, 422, f"the model could not score the input: {reason}")
+            return
+        body = json.dumps({"predictions": predictions}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     def _endpoints(self) -> str:
         return " and ".join(f"POST {p}" for p in sorted(self.paths | self.no_input_paths)) or "no endpoints"
@@ -545,5 +683,6 @@ __all__ = [
     "RequestProblem",
     "RequestValidationMiddleware",
     "parse_json",
+    "validate_columns",
     "validate_payload",
 ]

@@ -51,9 +51,26 @@ HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
 # Packages baked into the rootfs by debootstrap itself, so the Dockerfile needs no apt run.
 # libgomp1: the OpenMP runtime that the XGBoost, LightGBM and CatBoost wheels load (see the Q/A above).
 ROOTFS_PACKAGES = ("python3", "python3-venv", "ca-certificates", "libgomp1")
+# Left out of minbase: Python reads time zones from the tzdata wheel every image installs (python-dateutil,
+# hence BentoML, requires it); the system copy would be a second one.
+ROOTFS_EXCLUDED = ("tzdata",)
 UV_REQUIREMENT = "uv>=0.5,<1"
 # Bump when ROOTFS_PACKAGES or the trimming changes, so cached tarballs are not reused.
-ROOTFS_LAYOUT = "py-ca-gomp-r4"
+ROOTFS_LAYOUT = "py-ca-gomp-r6"
+# Bump when the Dockerfile of the base images changes; the label names both, so either change rebuilds.
+BASE_LAYOUT = f"{ROOTFS_LAYOUT}-b2"
+# Trimmed from the root filesystem besides docs: nothing a model service imports or runs. glibc's iconv
+# modules (Python has its own codecs) and the parts of the standard library for tests and tooling.
+ROOTFS_TRIM = (
+    "usr/lib/x86_64-linux-gnu/gconv",
+    "usr/lib/aarch64-linux-gnu/gconv",
+    "usr/lib/python3.*/test",
+    "usr/lib/python3.*/lib2to3",
+    "usr/lib/python3.*/pydoc_data",
+    "usr/lib/python3.*/idlelib",
+    "var/cache/debconf/*-old",
+    "var/lib/dpkg/*-old",
+)
 LAYOUT_LABEL = lineage.LABEL_BASE_ROOTFS_LAYOUT
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 BUILD_TIMEOUT_S = 1800
@@ -311,6 +328,7 @@ def _rootfs_tarball(suite: str, mirror: str, say: Say) -> Path:
             debootstrap,
             "--variant=minbase",
             f"--include={','.join(ROOTFS_PACKAGES)}",
+            f"--exclude={','.join(ROOTFS_EXCLUDED)}",
             suite,
             str(rootfs),
             mirror,
@@ -347,6 +365,12 @@ def _trim_rootfs(rootfs: Path) -> None:
                     shutil.rmtree(child, ignore_errors=True)
                 elif child.name not in {"lock", "partial"}:
                     child.unlink(missing_ok=True)
+    for pattern in ROOTFS_TRIM:
+        for path in rootfs.glob(pattern):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.is_file():
+                path.unlink()
     # debootstrap copies the host's resolver configuration; Docker provides its own.
     (rootfs / "etc/resolv.conf").unlink(missing_ok=True)
 
@@ -368,9 +392,10 @@ def _base_context(ctx: Path, rootfs_ref: str, python: str, suite: str) -> Path:
         f"""\
 # shipyard base images: Debian {suite} (debootstrap, no registry) + Python {python}.
 # Target "runtime": CA certificates and a non-root user; model images run on it.
-# Target "builder": runtime + uv; model images install their dependencies with it
-# in a build stage, so uv never reaches the final image.
-FROM {rootfs_ref} AS runtime
+# Target "builder": the same + uv and binutils; model images install their dependencies
+# with it in a build stage (and strip debug symbols from native libraries), so neither
+# reaches the final image.
+FROM {rootfs_ref} AS common
 ENV LANG=C.UTF-8 \\
     SSL_CERT_FILE={CA_BUNDLE} \\
     REQUESTS_CA_BUNDLE={CA_BUNDLE} \\
@@ -382,17 +407,23 @@ ENV LANG=C.UTF-8 \\
 COPY ca-certificates/ /usr/local/share/ca-certificates/
 RUN rm -f /usr/local/share/ca-certificates/.keep \\
  && update-ca-certificates >/dev/null \\
- && useradd --uid {APP_UID} --user-group --create-home --shell /usr/sbin/nologin {APP_USER} \\
- && python3 -m compileall -q -j 0 /usr/lib/python3.11 >/dev/null || true
-USER {APP_UID}
-WORKDIR /home/{APP_USER}
+ && useradd --uid {APP_UID} --user-group --create-home --shell /usr/sbin/nologin {APP_USER}
 
-FROM runtime AS builder
+FROM common AS builder
 USER root
 RUN python3 -m venv /opt/uv \\
  && /opt/uv/bin/pip install --no-cache-dir '{UV_REQUIREMENT}' \\
  && ln -s /opt/uv/bin/uv /usr/local/bin/uv \\
  && uv --version
+RUN apt-get update -qq \\
+ && apt-get install -y -qq --no-install-recommends binutils >/dev/null \\
+ && rm -rf /var/lib/apt/lists/* \\
+ && strip --version >/dev/null
+
+FROM common AS runtime
+RUN python3 -m compileall -q -j 0 /usr/lib/python3.11 >/dev/null || true
+USER {APP_UID}
+WORKDIR /home/{APP_USER}
 """
     )
     return ctx
@@ -405,14 +436,14 @@ def _base_labels(python: str, suite: str) -> dict[str, str]:
         "org.opencontainers.image.base.name": f"debian:{suite} (debootstrap)",
         "io.shipyard.python": python,
         "io.shipyard.suite": suite,
-        LAYOUT_LABEL: ROOTFS_LAYOUT,
+        LAYOUT_LABEL: BASE_LAYOUT,
     }
 
 
 def _current_layout(image: Any) -> bool:
     """True when ``image`` was built from the rootfs package set of this shipyard version."""
     labels = (image.attrs.get("Config") or {}).get("Labels") or {}
-    return labels.get(LAYOUT_LABEL) == ROOTFS_LAYOUT
+    return labels.get(LAYOUT_LABEL) == BASE_LAYOUT
 
 
 def _suite_python(suite: str) -> str:

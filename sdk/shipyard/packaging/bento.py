@@ -32,7 +32,7 @@ from ..monitoring.integrity import directory_sha256
 from ..monitoring.validation import InputSchema
 from ..registry import ModelVersionRef
 from .model_files import input_schema_from_signature, read_mlmodel, signature_inputs, training_python
-from .service_source import preload_modules, render_service
+from .service_source import render_service
 
 BENTO_BUILD_TIMEOUT_S = 300
 # Packages MLflow records as model requirements that a serving image never needs.
@@ -41,7 +41,10 @@ DROPPED_REQUIREMENTS = frozenset({"pytest", "ipykernel", "jupyter", "notebook", 
 SERVING_SUBSTITUTES = {"mlflow": "mlflow-skinny", "xgboost": "xgboost-cpu"}
 # The first version each substitute was published in; an older pin keeps the original distribution.
 SUBSTITUTE_SINCE = {"mlflow-skinny": (1, 0), "xgboost-cpu": (2, 1)}
-MONITORING_FILES = ("__init__.py", "validation.py", "integrity.py")
+# uvicorn, which runs BentoML's workers, parses HTTP with httptools and runs its event loop on uvloop when
+# they are installed (else h11 and asyncio, several times slower per request); images pin the host's versions.
+SERVER_SPEEDUPS = ("httptools", "uvloop")
+MONITORING_FILES = ("__init__.py", "validation.py", "integrity.py", "serving.py")
 # Frameworks that bring GPU runtimes (gigabytes of CUDA libraries) -> the modules a model that uses them
 # names. MLflow's import-based requirement inference records them whenever loading the model imported
 # them in passing (scikit-learn's loaders import torch when it is installed); they are served only when
@@ -207,8 +210,17 @@ def build_bento(model_version: Any, *, say: Callable[[str], None] | None = None)
         schema = _input_schema(source, model_dir, mlmodel)
         python = training_python(mlmodel) or f"{sys.version_info.major}.{sys.version_info.minor}"
         served = _served_lineage(registry.lineage_of(source, workspace=ws), model_dir, source.uri)
+        from . import predict_path
+
+        say("checking the predict path against mlflow.pyfunc")
+        path = predict_path.choose(model_dir, mlmodel, schema)
+        say(path.describe())
+        for note in path.notes:
+            say(f"  {note}")
         left_out: list[str] = []
-        requirements = serving_requirements(model_dir, left_out=left_out)
+        requirements = serving_requirements(
+            model_dir, left_out=left_out, mlflow=path.needs_mlflow, pandas=path.needs_pandas
+        )
         for item in left_out:
             say(f"not installed in the image: {item}")
         labels = served.to_labels()
@@ -221,7 +233,11 @@ def build_bento(model_version: Any, *, say: Callable[[str], None] | None = None)
                 lineage=labels,
                 schema=schema,
                 shipyard_version=__version__,
-                preload=preload_modules(mlmodel),
+                loader=path.loader,
+                input_format=path.input_format,
+                workers=ws.settings.serving_workers,
+                batch_rows=ws.settings.serving_batch_rows,
+                batch_wait_ms=ws.settings.serving_batch_wait_ms,
             ),
             encoding="utf-8",
         )
@@ -326,11 +342,16 @@ def load_bento(path: Path) -> BentoResult:
     )
 
 
-def serving_requirements(model_dir: Path, *, left_out: list[str] | None = None) -> list[str]:
+def serving_requirements(
+    model_dir: Path, *, left_out: list[str] | None = None, mlflow: bool = True, pandas: bool = True
+) -> list[str]:
     """Pinned requirements of the service: the model's own plus BentoML, with lean substitutes.
 
     MLflow's full package (tracking server, UI) is not needed to load a model;
-    its ``mlflow-skinny`` twin at the same version is. XGBoost's default wheel
+    its ``mlflow-skinny`` twin at the same version is, and only when the
+    service loads the model with ``mlflow.pyfunc`` (``mlflow``; see
+    :mod:`.predict_path`). ``pandas=False`` leaves pandas out for a model that
+    was checked to predict without it. XGBoost's default wheel
     pulls CUDA's NCCL (hundreds of MB); ``xgboost-cpu`` is the same version
     without it (see ``SERVING_SUBSTITUTES``). A GPU framework (``GPU_FRAMEWORKS``)
     the model's files do not name is left out, with the CUDA runtimes that
@@ -353,6 +374,9 @@ def serving_requirements(model_dir: Path, *, left_out: list[str] | None = None) 
     for name, line in entries:
         if name in DROPPED_REQUIREMENTS:
             continue
+        if (name in ("mlflow", "mlflow-skinny") and not mlflow) or (name == "pandas" and not pandas):
+            dropped.append(f"{line} (the service predicts without it)")
+            continue
         if name in GPU_FRAMEWORKS and name not in kept:
             dropped.append(f"{line} (no file of the model names {'/'.join(GPU_FRAMEWORKS[name])})")
             continue
@@ -362,12 +386,25 @@ def serving_requirements(model_dir: Path, *, left_out: list[str] | None = None) 
         if name in SERVING_SUBSTITUTES and _substitute_exists(SERVING_SUBSTITUTES[name], line):
             line = SERVING_SUBSTITUTES[name] + line[len(name) :]
         lines.append(line)
-    if not any(re.split(r"[<>=!~\[; ]", x, maxsplit=1)[0].lower() == "mlflow-skinny" for x in lines):
+    if mlflow and not any(re.split(r"[<>=!~\[; ]", x, maxsplit=1)[0].lower() == "mlflow-skinny" for x in lines):
         import mlflow
 
         lines.append(f"mlflow-skinny=={mlflow.__version__}")
     lines.append(f"bentoml=={bentoml.__version__}")
+    lines += _installed_pins(SERVER_SPEEDUPS)
     return _requirement_list(lines)
+
+
+def _installed_pins(names: tuple[str, ...]) -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for name in names:
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:  # not on this host: the image serves without it, as this host does
+            continue
+    return pins
 
 
 def modules_named_by(model_dir: Path) -> set[str]:

@@ -148,7 +148,8 @@ def containerize(
             )
         (ctx / "requirements.txt").write_text("\n".join(bento.requirements) + "\n")
         (ctx / SHARED_FILE).write_text("".join(f"{r}\n" for r in shared_requirements(bento.requirements)))
-        (ctx / "warm_imports.py").write_text(warm_imports_script(bento.requirements))
+        (ctx / "warm_imports.py").write_text(warm_imports_script())
+        shutil.copyfile(SLIM_VENV_SCRIPT, ctx / "slim_venv.py")
         (ctx / "Dockerfile").write_text(render_dockerfile(base, image_env, extra_index_url=extra_index_url))
         labels = image_labels(bento)
         say(f"building image {tag} from {base.name}")
@@ -162,10 +163,14 @@ def render_dockerfile(base: BaseImage, env: dict[str, str], *, extra_index_url: 
     """The Dockerfile of a model image.
 
     A ``deps`` stage on the builder image installs the pinned requirements
-    with uv and writes bytecode for the modules the server imports at start
-    (``warm_imports``) so the container is ready fast without shipping
-    bytecode for whole libraries (``warm_imports.py`` in the build context). The final stage copies only that venv and
-    the bento onto the runtime base: no uv, no compiler.
+    with uv, drops what only building against a library needs (tests, stubs,
+    headers), strips the native modules and links duplicate files
+    (:data:`SLIM_VENV_SCRIPT`), and writes
+    bytecode for the modules the server imports at start, loading the
+    service as a worker does (:func:`warm_imports_script`), so the container
+    is ready fast without shipping bytecode for whole libraries. The final stage
+    copies only that venv and the bento (with the bytecode of its service)
+    onto the runtime base: no uv, no compiler.
 
     Q: Why install the requirements in two layers?
     A: The server's own stack (BentoML, MLflow, numpy, pandas; see
@@ -207,19 +212,23 @@ USER root
 {builder_setup}COPY {SHARED_FILE} /opt/shipyard/
 RUN uv venv --quiet --python /usr/bin/python3 {VENV} \\
  && uv pip install --quiet --no-cache {index}--python {VENV}/bin/python -r /opt/shipyard/{SHARED_FILE}
-COPY requirements.txt warm_imports.py /opt/shipyard/
+COPY requirements.txt warm_imports.py slim_venv.py /opt/shipyard/
 RUN uv pip install --quiet --no-cache {index}--python {VENV}/bin/python -r /opt/shipyard/requirements.txt \\
  && find {VENV}/lib -type d -name tests -path '*/site-packages/*' -prune -exec rm -rf {{}} + \\
- && uv pip freeze --python {VENV}/bin/python > {PACKAGES_FILE} \\
- && BENTOML_HOME=/tmp/bentoml BENTOML_DO_NOT_TRACK=true PYTHONDONTWRITEBYTECODE= \\
-    {VENV}/bin/python /opt/shipyard/warm_imports.py
+ && find {VENV}/lib -type f -path '*/site-packages/*' \\( {" -o ".join(f"-name '*.{e}'" for e in BUILD_ONLY_SUFFIXES)} \\) -delete \\
+ && {VENV}/bin/python /opt/shipyard/slim_venv.py {VENV} \\
+ && uv pip freeze --python {VENV}/bin/python > {PACKAGES_FILE}
+COPY bento {BENTO_DIR}
+RUN BENTOML_HOME=/tmp/bentoml BENTOML_DO_NOT_TRACK=true PYTHONDONTWRITEBYTECODE= \\
+    {VENV}/bin/python /opt/shipyard/warm_imports.py {BENTO_DIR}/src
 
 FROM {base.name}
 USER root
 {user_setup}COPY --from=deps {VENV} {VENV}
 ENV {env_lines}
 COPY bento {BENTO_DIR}
-RUN chmod -R a+rX,go-w {BENTO_DIR}
+RUN {VENV}/bin/python -m compileall -q {BENTO_DIR}/src >/dev/null \\
+ && chmod -R a+rX,go-w {BENTO_DIR}
 USER {APP_UID}:{APP_UID}
 WORKDIR /home/{APP_USER}
 EXPOSE {SERVICE_PORT}
@@ -232,7 +241,7 @@ ENTRYPOINT ["bentoml", "serve", "{BENTO_DIR}", "--host", "0.0.0.0", "--port", "{
 # Requirements every model image has (the server's stack and what every flavor loads with): installed in
 # their own layer, which images of models trained in one environment share. A larger set would differ
 # between flavors (scipy, scikit-learn) and be shared by fewer.
-SHARED_REQUIREMENTS = frozenset({"bentoml", "mlflow-skinny", "numpy", "pandas"})
+SHARED_REQUIREMENTS = frozenset({"bentoml", "httptools", "uvloop", "mlflow-skinny", "numpy", "pandas"})
 SHARED_FILE = "requirements-shared.txt"
 
 
@@ -241,63 +250,58 @@ def shared_requirements(requirements: list[str]) -> list[str]:
     return [r for r in requirements if re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].strip().lower() in SHARED_REQUIREMENTS]
 
 
-# Modules the server imports when it starts, by requirement; bytecode is written for these only.
-WARM_IMPORTS_ALWAYS = [
+# Sources for compiling against a library (type stubs, Cython, C headers): no server reads them.
+BUILD_ONLY_SUFFIXES = ("pyi", "pxd", "pyx", "h", "hpp", "c", "cpp")
+
+# Modules of the server stack, imported at build time so their bytecode is in the image. The model's own
+# modules are the ones the service imports when it loads the model, which the build does too.
+WARM_IMPORTS = [
     "bentoml",
+    "bentoml._internal.server.http_app",
     "_bentoml_impl.server.app",
     "_bentoml_impl.server.serving",
     "_bentoml_impl.worker.service",
     "_bentoml_sdk",
-    "bentoml._internal.server.http_app",
-    "mlflow.pyfunc",
-    "mlflow.models",
     "numpy",
-    "pandas",
     "pydantic",
-    "uvicorn",
     "starlette",
+    "uvicorn",
+    "uvicorn.loops.uvloop",
+    "uvicorn.protocols.http.httptools_impl",
 ]
-WARM_IMPORTS_BY_REQUIREMENT = {
-    "scikit-learn": [
-        "mlflow.sklearn",
-        "sklearn",
-        "sklearn.base",
-        "sklearn.linear_model",
-        "sklearn.ensemble",
-        "sklearn.tree",
-        "sklearn.pipeline",
-        "sklearn.preprocessing",
-        "sklearn.compose",
-        "sklearn.svm",
-        "sklearn.neighbors",
-    ],
-    "skops": ["skops.io"],
-    "xgboost": ["mlflow.xgboost", "xgboost"],
-    "xgboost-cpu": ["mlflow.xgboost", "xgboost"],
-    "catboost": ["mlflow.catboost", "catboost"],
-    "lightgbm": ["mlflow.lightgbm", "lightgbm"],
-    "torch": ["mlflow.pytorch", "torch"],
-    "cloudpickle": ["cloudpickle"],
-    "scipy": ["scipy", "scipy.sparse", "scipy.special"],
-}
 
 
-def warm_imports_script(requirements: list[str]) -> str:
-    """A script importing the modules to byte-compile at build time for these requirements."""
-    lines = ["import importlib", "", "for name in ["]
-    lines += [f"    {m!r}," for m in warm_imports(requirements)]
-    lines += ["]:", "    try:", "        importlib.import_module(name)", "    except Exception:", "        pass", ""]
-    return "\n".join(lines)
+# Runs in the image build (see the script's own docstring); shipped as a file, not imported here.
+SLIM_VENV_SCRIPT = Path(__file__).with_name("slim_venv.py")
 
 
-def warm_imports(requirements: list[str]) -> list[str]:
-    """Modules to byte-compile at build time for a service with these requirements."""
-    names = {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].strip().lower() for r in requirements}
-    modules = list(WARM_IMPORTS_ALWAYS)
-    for requirement, extra in WARM_IMPORTS_BY_REQUIREMENT.items():
-        if requirement in names:
-            modules.extend(extra)
-    return modules
+def warm_imports_script() -> str:
+    """The build-time script that writes bytecode for what a container imports when it starts.
+
+    It imports the server stack, then loads the service the way a worker does
+    (``python warm_imports.py BENTO_SRC``): the model's libraries get bytecode
+    for exactly the modules loading and predicting it imports, no more. A
+    service that does not load here is reported in the build log; the smoke
+    test of the image is what refuses it.
+    """
+    return "\n".join([
+        "import importlib, sys",
+        "",
+        f"for name in {WARM_IMPORTS!r}:",
+        "    try:",
+        "        importlib.import_module(name)",
+        "    except Exception:",
+        "        pass",
+        "if len(sys.argv) > 1:",
+        "    sys.path.insert(0, sys.argv[1])",
+        "    try:",
+        "        import service",
+        "",
+        "        service.ModelService.inner()",
+        "    except BaseException as exc:  # SystemExit too: the model hash check",
+        "        print(f'warning: the service did not load in the image build: {exc!r}', file=sys.stderr)",
+        "",
+    ])
 
 
 def image_labels(bento: Any) -> dict[str, str]:
@@ -410,5 +414,5 @@ __all__ = [
     "packages_from_lock",
     "inspect_image",
     "render_dockerfile",
-    "warm_imports",
+    "warm_imports_script",
 ]
