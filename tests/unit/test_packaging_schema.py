@@ -89,7 +89,7 @@ def test_generated_service_is_valid_python_with_typed_rows() -> None:
     assert "verify_or_exit(MODEL_DIR, MODEL_SHA256)" in source
     assert 'MODEL_LOADER = {"flavor": "sklearn", "path": "model.pkl", "format": "cloudpickle", "method": "predict"}' in source
     assert 'INPUT_FORMAT = "pandas"' in source
-    assert "WORKERS = worker_count('auto')" in source
+    assert 'WORKERS = worker_count("auto")' in source
     assert "predict=_predict" in source  # HTTP requests are answered from the validated columns
 
 

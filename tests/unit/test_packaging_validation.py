@@ -8,6 +8,7 @@ import math
 import time
 from typing import Any
 
+import numpy as np
 import pytest
 from shipyard.monitoring.validation import (
     FieldSpec,
@@ -433,3 +434,29 @@ def test_successful_responses_of_the_app_pass_untouched() -> None:
 
     asyncio.run(mw({"type": "http", "path": "/", "method": "GET", "headers": []}, _stalling(), send))
     assert [m.get("body") for m in sent] == [None, b"<html>", b"</html>"] and sent[0]["status"] == 200
+
+
+def test_with_a_predict_function_valid_requests_are_answered_from_their_columns() -> None:
+    calls: list[tuple[Any, int]] = []
+
+    async def predict(columns: Any, rows: int) -> Any:
+        calls.append((columns, rows))
+        if columns["x"][0] < 0:
+            raise ValueError("Found unknown categories ['z']")
+        if columns["x"][0] == 0:
+            raise RuntimeError("a bug in the model")
+        return [np.datetime64("2026-01-02"), np.float32(columns["x"][1]) * 2]
+
+    mw = RequestValidationMiddleware(None, SCHEMA, predict=predict, client_error=lambda e: isinstance(e, ValueError))
+    body = json.dumps({"inputs": [{"x": 1.5, "n": 1}, {"x": 2, "n": 2}]}).encode()
+    status, answer, seen = _call(mw, body, chunks=2)
+    assert status == 200 and answer == {"predictions": ["2026-01-02", 4.0]}
+    assert seen == []  # the wrapped app never parses the body again
+    assert calls[0] == ({"x": (1.5, 2), "n": (1, 2), "tag": (None, None)}, 2)  # a left-out optional is None
+
+    status, answer, _ = _call(mw, json.dumps({"inputs": [{"x": -1, "n": 1}]}).encode())
+    assert status == 422 and answer["error"].startswith("the model could not score the input: ValueError")
+    status, answer, _ = _call(mw, json.dumps({"inputs": [{"x": 0, "n": 1}]}).encode())
+    assert status == 500 and "service log" in answer["error"]  # the server's fault, in the one format
+    status, answer, _ = _call(mw, b'{"inputs": [{"x": "a", "n": 1}]}')
+    assert status == 422 and len(calls) == 3  # refused before the model

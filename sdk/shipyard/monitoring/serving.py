@@ -51,6 +51,7 @@ import asyncio
 import contextlib
 import gc
 import importlib
+import logging
 import math
 import os
 import sys
@@ -236,7 +237,14 @@ class Predictor:
             # signature's, which packaging checked against the model's own on the input example.
             warnings.filterwarnings("ignore", message="X does not have valid feature names")
         if example:
-            self.predict(example)
+            try:
+                self.predict(example)
+            except Exception as exc:  # a warm-up only: requests are validated and answered on their own
+                logging.getLogger("shipyard.service").warning(
+                    "the model's input example did not predict (%s: %s); serving without warming up",
+                    type(exc).__name__,
+                    str(exc)[:200],
+                )
         self.batcher = Batcher(self, batch_rows, batch_wait_ms / 1000) if batch_rows > 0 else None
         self.load_seconds = time.monotonic() - started
         freeze_garbage()

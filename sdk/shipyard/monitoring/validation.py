@@ -539,7 +539,7 @@ class RequestValidationMiddleware:
             _log.warning("predict refused the input: %s", reason.splitlines()[0])
             await _answer(send, 422, f"the model could not score the input: {reason}")
             return
-        body = json.dumps({"predictions": predictions}).encode()
+        body = json.dumps({"predictions": predictions}, default=_json_value).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -581,6 +581,15 @@ class RequestValidationMiddleware:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+def _json_value(value: Any) -> Any:
+    """A JSON value for what a model may predict beyond plain numbers: timestamps, numpy scalars, decimals."""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "tolist"):  # numpy arrays and scalars alike
+        return value.tolist()
+    return str(value)
 
 
 def _check_content_type(scope: Scope) -> None:

@@ -91,15 +91,18 @@ def choose(model_dir: Path, mlmodel: dict[str, Any], schema: InputSchema) -> Pre
     if loader is None:
         flavors = ", ".join(sorted((mlmodel.get("flavors") or {}).keys())) or "none"
         return _with_note(pyfunc_path, f"loaded with mlflow.pyfunc (flavors: {flavors})")
+    notes: list[str] = []
     example = _example_columns(model_dir, schema)
     if example is None:
-        return _with_note(pyfunc_path, "loaded with mlflow.pyfunc: no input example to check a faster path on")
+        example = _synthetic_columns(schema)
+        if example is None:
+            return _with_note(pyfunc_path, "loaded with mlflow.pyfunc: no input example to check a faster path on")
+        notes.append("no input example: the paths were compared on rows of -1, 0 and 1")
     columns, rows = example
     try:
         reference = _reference(model_dir, columns, schema)
     except Exception as exc:  # the model's own loader fails here too; the image build will say more
         return _with_note(pyfunc_path, f"loaded with mlflow.pyfunc: it failed on the example here ({exc})")
-    notes: list[str] = []
     schema_dict = schema_to_dict(schema)
     with serving.code_on_path(model_dir, loader), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a model fitted on a DataFrame warns about a matrix; the comparison decides
@@ -160,6 +163,20 @@ def _example_columns(model_dir: Path, schema: InputSchema) -> tuple[dict[str, An
         return validate_columns(parse_json(body), schema)
     except (ValueError, Exception):  # an example the service itself would refuse cannot check anything
         return None
+
+
+def _synthetic_columns(schema: InputSchema) -> tuple[dict[str, Any], int] | None:
+    """Rows to compare the paths on when the model has no input example: numbers only, as -1, 0 and 1.
+
+    Any rows show whether two paths compute the same; a signature with text
+    or dates needs real values, which only an example has.
+    """
+    values = (-1.0, 0.0, 1.0)
+    if schema.tensor_width is not None:
+        return {"": [[v] * schema.tensor_width for v in values]}, len(values)
+    if not schema.fields or any(f.type not in NUMERIC_TYPES for f in schema.fields):
+        return None
+    return {f.name: tuple(int(v) if f.type in ("long", "integer") else v for v in values) for f in schema.fields}, 3
 
 
 def _reference(model_dir: Path, columns: dict[str, Any], schema: InputSchema) -> Any:
