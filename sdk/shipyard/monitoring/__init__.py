@@ -1,9 +1,12 @@
 """Monitoring: what a generated model service checks and measures while it serves.
 
-Owns request validation (:mod:`.validation`) and model-file integrity checks
-(:mod:`.integrity`). Everything here runs inside model images and depends on
-the Python standard library only; packaging copies this package into each
-bento, where the service imports it as ``shipyard_monitoring``.
+Owns request validation (:mod:`.validation`), model-file integrity checks
+(:mod:`.integrity`) and the predict path (:mod:`.serving`: loading a model by
+its flavor, building its input from validated columns, workers, batching).
+Everything here runs inside model images: packaging copies this package into
+each bento, where the service imports it as ``shipyard_monitoring``. At
+import it needs the Python standard library only; numpy, pandas and the
+model's libraries are imported by :mod:`.serving` when a model needs them.
 """
 
 from __future__ import annotations

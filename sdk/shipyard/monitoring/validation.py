@@ -560,8 +560,10 @@ class RequestValidationMiddleware:
         while True:
             wait = min(self.body_idle_seconds, deadline - loop.time())
             try:
-                message = await asyncio.wait_for(receive(), timeout=max(wait, 0.0))
-            except asyncio.TimeoutError:
+                # asyncio.timeout, not wait_for: wait_for wraps every chunk's receive in a task of its own.
+                async with asyncio.timeout(max(wait, 0.0)):
+                    message = await receive()
+            except TimeoutError:
                 if loop.time() >= deadline:
                     raise RequestProblem(
                         408, f"request body took longer than {self.body_total_seconds:g} s to arrive"
