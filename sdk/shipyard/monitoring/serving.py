@@ -101,6 +101,12 @@ def load_model(model_dir: str | os.PathLike[str], loader: Mapping[str, Any]) -> 
     raise ValueError(f"no loader for the {flavor!r} flavor here")
 
 
+def code_folder(model_dir: str | os.PathLike[str], loader: Mapping[str, Any]) -> str | None:
+    """The folder of the model's own code (MLflow ``code_paths``), if it ships any."""
+    code = loader.get("code")
+    return str(Path(model_dir) / code) if code else None
+
+
 @contextlib.contextmanager
 def code_on_path(model_dir: str | os.PathLike[str], loader: Mapping[str, Any]) -> Iterator[None]:
     """The model's own code (MLflow ``code_paths``, ``loader["code"]``) importable while the block runs.
@@ -108,8 +114,7 @@ def code_on_path(model_dir: str | os.PathLike[str], loader: Mapping[str, Any]) -
     Pickled project classes are found by module name; MLflow puts the
     model's ``code`` folder on ``sys.path`` before loading for the same reason.
     """
-    code = loader.get("code")
-    folder = str(Path(model_dir) / code) if code else None
+    folder = code_folder(model_dir, loader)
     if folder is None or folder in sys.path:
         yield
         return
@@ -227,9 +232,9 @@ class Predictor:
         self.loader = dict(loader)
         self.schema = dict(schema)
         self.input_format = input_format
-        code = loader.get("code")
-        if code and str(Path(model_dir) / code) not in sys.path:  # for the process's life: pickles name its modules
-            sys.path.insert(0, str(Path(model_dir) / code))
+        folder = code_folder(model_dir, loader)
+        if folder is not None and folder not in sys.path:  # for the process's life: pickles name its modules
+            sys.path.insert(0, folder)
         self.model = load_model(model_dir, loader)
         self._predict = predict_function(self.model, loader)
         if input_format == "numpy":
@@ -434,6 +439,7 @@ __all__ = [
     "WORKERS_VARIABLE",
     "Predictor",
     "build_input",
+    "code_folder",
     "code_on_path",
     "cpu_quota",
     "example_columns",

@@ -539,10 +539,7 @@ class RequestValidationMiddleware:
             _log.warning("predict refused the input: %s", reason.splitlines()[0])
             await _answer(send, 422, f"the model could not score the input: {reason}")
             return
-        body = json.dumps({"predictions": predictions}, default=_json_value).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await _send_json(send, 200, {"predictions": predictions})
 
     def _endpoints(self) -> str:
         return " and ".join(f"POST {p}" for p in sorted(self.paths | self.no_input_paths)) or "no endpoints"
@@ -682,7 +679,14 @@ def _content_length(scope: Scope) -> int | None:
 
 async def _answer(send: Send, status: int, message: str, *, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     """Send ``{"error": message}`` with ``status``; ``headers`` are kept from a response it replaces."""
-    body = json.dumps({"error": message}).encode()
+    await _send_json(send, status, {"error": message}, headers=headers)
+
+
+async def _send_json(
+    send: Send, status: int, payload: Any, *, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Send ``payload`` as a JSON response with ``status`` (the only place this module writes a response)."""
+    body = json.dumps(payload, default=_json_value).encode()
     out = [*(headers or []), (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": out})
     await send({"type": "http.response.body", "body": body})

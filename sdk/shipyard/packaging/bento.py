@@ -359,6 +359,9 @@ def serving_requirements(
     """
     import bentoml
 
+    from ..tracking._environment import installed_packages
+    from ..tracking._requirements import requirement_name
+
     lines: list[str] = []
     req_file = model_dir / "requirements.txt"
     raw = req_file.read_text(encoding="utf-8").splitlines() if req_file.is_file() else []
@@ -366,7 +369,7 @@ def serving_requirements(
     for line in raw:
         line = line.split("#", 1)[0].strip()
         if line and not line.startswith("-"):
-            entries.append((re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0].strip().lower().replace("_", "-"), line))
+            entries.append((requirement_name(line), line))
     gpu = [name for name, _ in entries if name in GPU_FRAMEWORKS]
     named = modules_named_by(model_dir) if gpu else set()
     kept = {name for name in gpu if not named.isdisjoint(GPU_FRAMEWORKS[name])}
@@ -386,25 +389,14 @@ def serving_requirements(
         if name in SERVING_SUBSTITUTES and _substitute_exists(SERVING_SUBSTITUTES[name], line):
             line = SERVING_SUBSTITUTES[name] + line[len(name) :]
         lines.append(line)
-    if mlflow and not any(re.split(r"[<>=!~\[; ]", x, maxsplit=1)[0].lower() == "mlflow-skinny" for x in lines):
+    if mlflow and "mlflow-skinny" not in {requirement_name(x) for x in lines}:
         import mlflow
 
         lines.append(f"mlflow-skinny=={mlflow.__version__}")
     lines.append(f"bentoml=={bentoml.__version__}")
-    lines += _installed_pins(SERVER_SPEEDUPS)
+    installed = installed_packages()  # one not on this host is left out: the image serves as this host does
+    lines += [f"{name}=={installed[name]}" for name in SERVER_SPEEDUPS if name in installed]
     return _requirement_list(lines)
-
-
-def _installed_pins(names: tuple[str, ...]) -> list[str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    pins = []
-    for name in names:
-        try:
-            pins.append(f"{name}=={version(name)}")
-        except PackageNotFoundError:  # not on this host: the image serves without it, as this host does
-            continue
-    return pins
 
 
 def modules_named_by(model_dir: Path) -> set[str]:

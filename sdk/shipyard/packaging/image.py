@@ -247,7 +247,9 @@ SHARED_FILE = "requirements-shared.txt"
 
 def shared_requirements(requirements: list[str]) -> list[str]:
     """The requirements among ``requirements`` that go in the shared layer (see :func:`render_dockerfile`)."""
-    return [r for r in requirements if re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].strip().lower() in SHARED_REQUIREMENTS]
+    from ..tracking._requirements import requirement_name
+
+    return [r for r in requirements if requirement_name(r) in SHARED_REQUIREMENTS]
 
 
 # Sources for compiling against a library (type stubs, Cython, C headers): no server reads them.

@@ -20,7 +20,7 @@ import math
 import subprocess
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,7 @@ def choose(model_dir: Path, mlmodel: dict[str, Any], schema: InputSchema) -> Pre
                     path = _without_pandas_if_possible(path, model_dir, columns, schema_dict, reference)
                 return path
             notes.append(f"{fmt} input gave other predictions than mlflow.pyfunc")
-    return PredictPath(pyfunc_path.loader, pyfunc_path.input_format, needs_mlflow=True, notes=notes)
+    return replace(pyfunc_path, notes=notes)
 
 
 def _formats(schema: InputSchema) -> list[str]:
@@ -135,7 +135,7 @@ def _formats(schema: InputSchema) -> list[str]:
 
 
 def _with_note(path: PredictPath, note: str) -> PredictPath:
-    return PredictPath(path.loader, path.input_format, path.needs_mlflow, path.needs_pandas, path.checked_rows, [note])
+    return replace(path, notes=[note])
 
 
 def _example_columns(model_dir: Path, schema: InputSchema) -> tuple[dict[str, Any], int] | None:
@@ -243,9 +243,8 @@ def _without_pandas_if_possible(
         same = done.returncode == 0 and _same(json.loads(done.stdout.strip().splitlines()[-1]), reference)
     except (subprocess.TimeoutExpired, ValueError, IndexError):
         same = False
-    if not same:
-        return PredictPath(path.loader, path.input_format, False, True, path.checked_rows, [*path.notes, "pandas kept: the model uses it"])
-    return PredictPath(path.loader, path.input_format, False, False, path.checked_rows, [*path.notes, "pandas left out: the model predicts without it"])
+    note = "pandas left out: the model predicts without it" if same else "pandas kept: the model uses it"
+    return replace(path, needs_pandas=not same, notes=[*path.notes, note])
 
 
 __all__ = ["PredictPath", "choose", "native_loader"]
