@@ -170,7 +170,7 @@ def ran_all(page: Any, lab: dict[str, Any]) -> dict[str, Any]:
         state = page.evaluate(_STATE_JS)
         if state["failed"]:
             pytest.fail(f"a notebook cell failed in the browser: {state['failed']}")
-        if not timeline or timeline[-1][1:] != (state["status"], state["src"]):
+        if not timeline or timeline[-1][1:] != (state["status"], (state["src"] or "")[-8:]):
             timeline.append((round(time.monotonic() - t0, 1), state["status"], (state["src"] or "")[-8:]))
         if state["status"] == "running" and state["src"] and (not running_srcs or running_srcs[-1] != state["src"]):
             running_srcs.append(state["src"])

@@ -191,6 +191,7 @@ def test_watch_gives_up_after_max_seconds(workspace) -> None:
         shipyard.log_metric("loss", 1.0)
         shipyard.flush()
         view = shipyard.widgets.MetricsView(interval=0.1)
+        view.prepare(wait=True)  # the worker's imports are not part of the half second being measured
         t0 = time.monotonic()
         view.watch(run.run_id, max_seconds=0.5)
         assert view.wait(10)

@@ -6,8 +6,9 @@ A: Reading new points and drawing them with matplotlib still costs a few
    time is taken from a training loop under the same interpreter lock; in a
    worker it runs beside the kernel, and the kernel only copies finished PNG
    frames into the widget. The worker is
-   started (and its imports done) when the panel opens, not when a run starts,
-   and runs at a low CPU priority, so on a busy machine the training comes first.
+   started (and its imports done, at normal priority) when the panel opens, not
+   when a run starts, and then runs at a low CPU priority, so on a busy machine
+   the training comes first.
 
 Protocol. stdin, one JSON line per command: ``{"follow": RUN_ID or null,
 "since_ms": N, "interval": S, "max_seconds": S}`` starts following a run (null:
@@ -93,8 +94,6 @@ def follow(command: dict[str, Any], stdin: BinaryIO, out: BinaryIO, chart: Any) 
 
 def main() -> int:
     """Serve commands until end of input; see the module docstring for the protocol."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.nice(_NICE)
     from ._chart import MetricsChart
 
     stdin, out = sys.stdin.buffer, sys.stdout.buffer
@@ -104,6 +103,10 @@ def main() -> int:
         from ..tracking import metric_history
 
         metric_history(None, names=())
+    # Lower the priority only now: at a low priority from the start, the imports alone took the rest of a
+    # short run on a busy machine, and the chart showed nothing until the run had ended.
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(_NICE)
     _frame(out, {"ready": True})
     try:
         while True:
