@@ -492,6 +492,10 @@ def build_servers(args: argparse.Namespace, model: Model, tmp: Path) -> list[Ser
             one = {"SHIPYARD_SERVING_WORKERS": "1"}
             start = lambda L, t=tag, e=one: L.container("shipyard-1w", t, e)  # noqa: E731
             servers.append(Server("shipyard-1w", shipyard_body, start, tag))
+        if "nomon" in args.shipyard_variants:  # the same image with its drift monitor off (SHIPYARD_MONITORING=0)
+            off = {"SHIPYARD_MONITORING": "0"}
+            start = lambda L, t=tag, e=off: L.container("shipyard-nomon", t, e)  # noqa: E731
+            servers.append(Server("shipyard-nomon", shipyard_body, start, tag))
         if "batch" in args.shipyard_variants:  # packaged with adaptive batching on
             from shipyard.packaging import package
 
@@ -826,7 +830,8 @@ def main() -> None:
         "--shipyard-variants",
         type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
         default=[],
-        help="also measure the shipyard image with one worker (1w) and/or packaged with adaptive batching (batch)",
+        help="also measure the shipyard image with one worker (1w), with its drift monitor off (nomon) "
+        "and/or packaged with adaptive batching (batch)",
     )
     parser.add_argument("--json", type=Path, help="also write every raw figure to this file")
     args = parser.parse_args()

@@ -9,6 +9,7 @@ need=()
 command -v git >/dev/null 2>&1 || need+=(git)
 [[ -x /usr/bin/docker-registry ]] || need+=(docker-registry)   # local OCI registry for push tests
 [[ -x /usr/bin/chromium ]] || need+=(chromium)                 # real-browser tests of the panel (Playwright)
+[[ -x /usr/bin/prometheus ]] || need+=(prometheus)             # real Prometheus (and promtool) for alerting tests
 
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then

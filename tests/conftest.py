@@ -88,3 +88,7 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+from tests.docker_support import base_image, docker_engine  # noqa: E402, F401  (what monitored_image needs)
+from tests.monitoring_support import monitored_image  # noqa: E402, F401  (the session's one monitored image)

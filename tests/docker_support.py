@@ -167,10 +167,19 @@ def register_mixed_pipeline_model(workspace: Any, name: str, *, rows: int = 300)
 class ServedImage:
     """A container of an image, published on 127.0.0.1 only, removed on exit; ready once /readyz answers."""
 
-    def __init__(self, image: str, *, ready_seconds: float = 90) -> None:
+    def __init__(
+        self,
+        image: str,
+        *,
+        ready_seconds: float = 90,
+        env: dict[str, str] | None = None,
+        volumes: dict[str, str] | None = None,
+    ) -> None:
         import uuid
 
         self.image = image
+        self.env = env or {}
+        self.volumes = volumes or {}  # host path -> container path
         self.name = f"shipyard-test-{uuid.uuid4().hex[:10]}"
         self.ready_seconds = ready_seconds
         self.port = 0
@@ -179,7 +188,12 @@ class ServedImage:
         import time
 
         subprocess.run(
-            [docker_cli(), "run", "-d", "--name", self.name, "-p", "127.0.0.1::3000", self.image],
+            [
+                docker_cli(), "run", "-d", "--name", self.name, "-p", "127.0.0.1::3000",
+                *(f"--env={k}={v}" for k, v in self.env.items()),
+                *(f"--volume={host}:{inside}" for host, inside in self.volumes.items()),
+                self.image,
+            ],
             check=True,
             capture_output=True,
         )
@@ -205,6 +219,10 @@ class ServedImage:
 
     def __exit__(self, *exc: object) -> None:
         subprocess.run([docker_cli(), "rm", "-f", self.name], capture_output=True)
+
+    def stop(self, seconds: int = 30) -> None:
+        """Stop the container as an orchestrator does (SIGTERM, then SIGKILL after ``seconds``)."""
+        subprocess.run([docker_cli(), "stop", "-t", str(seconds), self.name], capture_output=True, check=True)
 
     @property
     def url(self) -> str:

@@ -75,9 +75,12 @@ _LAZY: dict[str, str] = {
     "reject": ".promotion",
     "rollback": ".promotion",
     "retire": ".promotion",
+    # production: drift back into MLflow, and the same flow on new data
+    "monitor": ".production",
+    "retrain": ".production",
 }
 
-_SUBMODULES = frozenset({"tracking", "flows", "cli", "gates", "registry", "packaging", "deploy", "promotion", "widgets"})
+_SUBMODULES = frozenset({"tracking", "flows", "cli", "gates", "registry", "packaging", "deploy", "promotion", "production", "widgets"})
 
 __all__ = sorted([*_LAZY, *_errors.__all__, "__version__"])
 
@@ -95,6 +98,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; the map above is what runs
     from .flows import FlowRun, RunResult, run_async, track
     from .gates import GateReport, check, gate
     from .packaging import build_base_image, package
+    from .production import monitor, retrain
     from .promotion import Promotion, approve, promote, reject, retire, review, rollback
     from .registry import model_versions
     from .tracking import (

@@ -99,6 +99,7 @@ def test_written_bundle_has_everything_an_engineer_needs(tmp_path: Path) -> None
     bundle = write_bundle(_spec(), tmp_path / "iris" / "3")
     assert set(bundle.files) == {
         "README.md", "gate-report.json", "handoff.json", "sbom.cdx.json", "k8s/deployment.yaml", "k8s/service.yaml",
+        "k8s/kustomization.yaml", "k8s/prometheus-rule.yaml", "alerts/rules.yaml",
     }
     handoff = bundle.handoff
     assert handoff["image"]["digest"] == DIGEST

@@ -55,6 +55,8 @@ OTHER_VARIABLES: dict[str, str] = {
     "SHIPYARD_CACHE_DIR": "where the base image build keeps its root filesystem tarballs",
     "SHIPYARD_DOCKERD_LOG": "scripts/docker-up.sh: the Docker daemon's log file",
     "SHIPYARD_DOCKER_TIMEOUT": "scripts/docker-up.sh: seconds to wait for the Docker daemon",
+    "SHIPYARD_CAPTURE_DIR": "in a model image: where inference capture writes (a mounted volume)",
+    "SHIPYARD_CAPTURE_SALT": "in a model image: the secret that sensitive captured columns are hashed with",
 }
 # The test suite's switches (SHIPYARD_REQUIRE_DOCKER, SHIPYARD_REQUIRE_BROWSER, ...): fail instead of skip.
 REQUIRE_PREFIX = "SHIPYARD_REQUIRE_"
@@ -110,6 +112,42 @@ class Settings(BaseSettings):
     )
     serving_batch_wait_ms: float = Field(
         0.0, ge=0, le=100, description="With batching on, how long a request may wait for others to join its batch."
+    )
+    monitoring: bool = Field(
+        True,
+        description="Model images measure their own drift against the reference profile frozen at packaging "
+        "and export it at /metrics; SHIPYARD_MONITORING=0 turns it off when the container starts.",
+    )
+    monitor_window_rows: int = Field(
+        10_000, ge=100, le=1_000_000, description="Rows of recent requests that drift is computed over, per worker."
+    )
+    monitor_interval_seconds: float = Field(
+        10.0, ge=0.5, le=3600, description="Seconds between drift computations inside a model image."
+    )
+    monitor_queue_rows: int = Field(
+        100_000,
+        ge=1_000,
+        le=10_000_000,
+        description="Rows waiting for the drift worker; beyond this, samples are dropped (and counted), "
+        "never the request.",
+    )
+    drift_threshold: float = Field(
+        0.1, gt=0, le=1, description="Distance at which a column drifts (normalized Wasserstein, Jensen-Shannon)."
+    )
+    capture: bool = Field(
+        False,
+        description="Model images write sampled requests and predictions as JSON lines under "
+        "SHIPYARD_CAPTURE_DIR (a mounted volume); SHIPYARD_CAPTURE=1 turns it on when the container starts.",
+    )
+    capture_sample_rate: float = Field(1.0, gt=0, le=1, description="Share of requests that inference capture keeps.")
+    capture_max_mb: float = Field(
+        100.0, gt=0, le=100_000, description="Most megabytes inference capture keeps; the oldest file goes first."
+    )
+    capture_sensitive: list[str] = Field(
+        default_factory=list, description="Input columns inference capture never writes as they are."
+    )
+    capture_sensitive_mode: Literal["hash", "drop"] = Field(
+        "hash", description="What capture does with sensitive columns: a salted SHA-256, or leave them out."
     )
     require_approval: bool = Field(False, description="An engineer must approve before champion moves.")
     gitops_repo: Path | None = Field(None, description="Git repository path that handoff bundles are committed to.")

@@ -166,6 +166,10 @@ class PromotionError(ShipyardError):
     """The promotion state machine could not go on."""
 
 
+class MonitoringError(ShipyardError):
+    """Production data could not be read or held against the model's reference profile, or retraining failed."""
+
+
 class InvalidRequirement(TrackingError):
     """A requirement passed to ``log_model`` is not a valid pip requirement string."""
 
@@ -221,6 +225,7 @@ __all__ = [
     "InvalidRequirement",
     "MissingDependency",
     "ModelNotFound",
+    "MonitoringError",
     "NoActiveRun",
     "NoProject",
     "OverrideRefused",

@@ -89,6 +89,7 @@ LABEL_RUN_ID = "shipyard.mlflow.run_id"
 LABEL_DATA_FINGERPRINT = "shipyard.data.fingerprint"
 LABEL_BENTO_TAG = "shipyard.bento.tag"
 LABEL_SOURCE = "shipyard.source"
+LABEL_REFERENCE_FINGERPRINT = "shipyard.reference.fingerprint"  # the reference profile frozen into the bento
 
 # -- base images: the rootfs package set an image was built with (stale ones are rebuilt) --
 LABEL_BASE_ROOTFS_LAYOUT = "io.shipyard.rootfs-layout"
@@ -109,6 +110,21 @@ ENV_LOCK_ARTIFACT = "lineage/requirements.lock.txt"
 DATASET_ARTIFACT_DIR = "datasets"
 GATES_ARTIFACT_DIR = "shipyard/gates"
 GATES_CHECKS_ARTIFACT_DIR = "shipyard/gates/checks"  # one folder per check: its own report and data
+REFERENCE_ARTIFACT = "monitoring/reference_profile.json"  # on the model's run: what production is held against
+MONITOR_ARTIFACT_DIR = "monitoring"  # on a monitoring run: drift.json, drift.html
+
+# -- monitoring: model-version tags written by `shipyard monitor` (and run tags of its runs) --
+REFERENCE_TAG = "shipyard.reference.fingerprint"  # version tag: the reference profile's fingerprint
+MONITOR_PREFIX = "shipyard.monitor."
+MONITOR_VERDICT = "shipyard.monitor.verdict"  # pass | fail (a drift gate failed)
+MONITOR_RUN = "shipyard.monitor.run"  # the MLflow run holding the last drift report
+MONITOR_AT = "shipyard.monitor.at"
+MONITOR_DRIFTED = "shipyard.monitor.drifted"  # comma-separated drifting columns ("" when none)
+MONITOR_OF_VERSION = "shipyard.monitor.of"  # run tag of a monitoring run: "name/version" it watched
+
+# -- retraining: run and model-version tags written by `shipyard retrain` on the run it started --
+RETRAIN_FROM = "shipyard.retrain.from"  # "name/version" whose recorded flow was run again
+RETRAIN_DATA = "shipyard.retrain.data"  # absolute path of the data the flow was given
 
 
 def dataset_artifact(name: str, kind: str) -> str:

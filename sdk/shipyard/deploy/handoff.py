@@ -6,6 +6,10 @@ A bundle is a directory per model version::
                                  Prometheus scrape annotations
     k8s/service.yaml             ClusterIP Service in front of it
     k8s/canary-deployment.yaml   only with a canary weight: the new image beside the previous one
+    k8s/prometheus-rule.yaml     the version's alerts as a Prometheus Operator ``PrometheusRule``
+    k8s/kustomization.yaml       all of the above, for ``kubectl apply -k k8s/``
+    alerts/rules.yaml            the same alerts as a plain Prometheus rule file (no operator)
+    reference-profile.json       the reference profile the image measures drift against, when known
     handoff.json                 lineage (model digest included), image reference and id, gate verdicts,
                                  overrides, approvals
     gate-report.json             the model version's gate report
@@ -40,9 +44,12 @@ from .._core import lineage as names
 from .._core.errors import DeployError
 from .._core.lineage import Lineage
 from .._core.workspace import slug
+from .alerts import AlertThresholds
 
 KUBERNETES_VERSION = "1.30.0"
 SERVICE_PORT = 3000  # BentoML's HTTP port
+RULE_FILE = "prometheus-rule.yaml"
+REFERENCE_FILE = "reference-profile.json"
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # the OCI distribution spec's tag grammar
 
@@ -72,6 +79,8 @@ class HandoffSpec:
         python_packages: (name, version) of the Python packages in the image, for the SBOM.
         local_tag: the image's tag in the local Docker engine when it was not pushed
             (``image`` is then ``image_repository:local_tag``).
+        alerts: thresholds and ``for:`` durations of the bundle's alerting rules (:mod:`.alerts`).
+        reference_profile: the reference profile frozen into the image, written as ``reference-profile.json``.
     """
 
     model_name: str
@@ -91,6 +100,8 @@ class HandoffSpec:
     previous_image: str | None = None
     namespace: str = "default"
     local_tag: str | None = None
+    alerts: AlertThresholds = field(default_factory=AlertThresholds)
+    reference_profile: dict[str, Any] | None = None
 
     @property
     def image(self) -> str:
@@ -313,9 +324,18 @@ def write_bundle(spec: HandoffSpec, directory: Path) -> HandoffBundle:
 
     import yaml
 
+    from .alerts import prometheus_rule, rule_groups
+
     objects = manifests(spec)
     for obj in objects.values():
         validate_manifest(obj)
+    # A custom resource: kubernetes-validate knows only the core kinds, so it is not validated with them.
+    rule = prometheus_rule(spec)
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [*objects, RULE_FILE],
+    }
     handoff = {
         "model": {"name": spec.model_name, "version": spec.version},
         "image": {"repository": spec.image_repository, "digest": spec.image_digest, "reference": spec.image,
@@ -339,6 +359,7 @@ def write_bundle(spec: HandoffSpec, directory: Path) -> HandoffBundle:
             "previous_image": spec.previous_image,
             "namespace": spec.namespace,
         },
+        "alerts": asdict(spec.alerts),
         "kubernetes_version": KUBERNETES_VERSION,
     }
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -347,6 +368,12 @@ def write_bundle(spec: HandoffSpec, directory: Path) -> HandoffBundle:
         (staging / "k8s").mkdir()
         for name, obj in objects.items():
             (staging / "k8s" / name).write_text(yaml.safe_dump(obj, sort_keys=False))
+        (staging / "k8s" / RULE_FILE).write_text(yaml.safe_dump(rule, sort_keys=False))
+        (staging / "k8s" / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+        (staging / "alerts").mkdir()
+        (staging / "alerts" / "rules.yaml").write_text(yaml.safe_dump(rule_groups(spec), sort_keys=False))
+        if spec.reference_profile is not None:
+            (staging / REFERENCE_FILE).write_text(json.dumps(spec.reference_profile, indent=2, sort_keys=True) + "\n")
         (staging / "handoff.json").write_text(json.dumps(handoff, indent=2, sort_keys=True, default=str) + "\n")
         (staging / "gate-report.json").write_text(json.dumps(dict(spec.gate_report), indent=2, default=str) + "\n")
         (staging / "sbom.cdx.json").write_text(sbom(spec))
@@ -363,6 +390,7 @@ def write_bundle(spec: HandoffSpec, directory: Path) -> HandoffBundle:
 
 def _readme(spec: HandoffSpec, objects: Mapping[str, Any]) -> str:
     verdict = spec.gate_report.get("verdict", "unknown")
+    a = spec.alerts
     lines = [
         f"# {spec.model_name} version {spec.version}",
         "",
@@ -389,12 +417,35 @@ def _readme(spec: HandoffSpec, objects: Mapping[str, Any]) -> str:
         f"kubectl rollout status deployment/{spec.app} -n {spec.namespace}",
         "```",
         "",
+        f"With the Prometheus Operator installed, `kubectl apply -k k8s/` applies these and `k8s/{RULE_FILE}`.",
+        "",
         "## Check",
         "",
         f"Readiness: `GET /readyz`; liveness: `GET /livez`; metrics: `GET /metrics` on port {SERVICE_PORT}.",
         "Lineage, gate results and approvals are in `handoff.json`; the image's Python packages in",
         "`sbom.cdx.json` (CycloneDX).",
         "",
+        "## Alerts",
+        "",
+        f"`k8s/{RULE_FILE}` (a `PrometheusRule`, for the Prometheus Operator) and `alerts/rules.yaml` (the same",
+        "rules for a Prometheus without the operator: list it under `rule_files:`) alert on:",
+        "",
+        f"- `ShipyardDriftDetected` (warning): an input column drifted, for {a.drift_for};",
+        (
+            f"- `ShipyardHighErrorRatio` (critical): more than {a.error_ratio:.0%} of `/predict` answers are 5xx "
+            f"over {a.rate_window}, for {a.error_for};"
+        ),
+        (
+            f"- `ShipyardHighLatencyP99` (warning): `/predict` p99 latency above {a.latency_p99_seconds:g} s over "
+            f"{a.rate_window}, for {a.latency_for};"
+        ),
+        f"- `ShipyardMonitorDropped` (warning): the drift monitor dropped samples in the last {a.dropped_window}.",
+        "",
+        *(
+            [f"`{REFERENCE_FILE}` is the reference profile the image measures drift against.", ""]
+            if spec.reference_profile is not None
+            else []
+        ),
         "## Roll back",
         "",
         f"`shipyard rollback {spec.model_name}` moves `champion` back and regenerates this bundle for the",
@@ -419,6 +470,8 @@ def read_bundle(directory: Path) -> HandoffSpec:
         report = json.loads((directory / "gate-report.json").read_text(encoding="utf-8"))
         sbom_doc = json.loads((directory / "sbom.cdx.json").read_text(encoding="utf-8"))
         image, deployment = dict(handoff["image"]), handoff["deployment"]
+        reference_path = directory / REFERENCE_FILE
+        reference = json.loads(reference_path.read_text(encoding="utf-8")) if reference_path.is_file() else None
     except (OSError, ValueError, KeyError) as exc:
         raise DeployError(
             f"{directory} holds no readable handoff bundle ({type(exc).__name__}: {exc}).",
@@ -442,4 +495,6 @@ def read_bundle(directory: Path) -> HandoffSpec:
         canary_weight=handoff.get("canary_weight"),
         previous_image=deployment.get("previous_image"),
         namespace=deployment["namespace"],
+        alerts=AlertThresholds(**handoff.get("alerts", {})),
+        reference_profile=reference,
     )

@@ -7,7 +7,9 @@ Gate kinds (each blocking or warning-only):
 - :func:`data_contract` — column names, dtypes, ranges, categories, null rates, declared
   or derived from a dataset profile logged on an earlier run;
 - :func:`slice_parity` — largest metric gap across groups of a column;
-- :func:`custom` — a function of yours decides.
+- :func:`custom` — a function of yours decides;
+- :func:`drift`, :func:`prediction_drift` — production data against the reference profile
+  frozen at packaging, judged by ``shipyard monitor`` (:func:`shipyard.production.monitor`).
 
 Use them with :func:`check` (notebook, script), ``@shipyard.gate`` on a flow
 step, and ``shipyard gates check RUN_OR_VERSION`` in CI (:func:`recheck`).
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 from ._check import check, override, recheck
 from ._decorator import StepGates, gate
+from ._drift import Drift, PredictionDrift, drift, prediction_drift
 from ._evaluate import GateContext
 from ._record import attach_results, load_report
 from ._report import GateReport, GateResult
@@ -51,10 +54,12 @@ __all__ = [
     "Column",
     "CustomGate",
     "DataContract",
+    "Drift",
     "GateContext",
     "GateReport",
     "GateResult",
     "GateSpec",
+    "PredictionDrift",
     "SliceParity",
     "StepGates",
     "Threshold",
@@ -63,9 +68,11 @@ __all__ = [
     "check",
     "custom",
     "data_contract",
+    "drift",
     "gate",
     "load_report",
     "override",
+    "prediction_drift",
     "recheck",
     "slice_parity",
     "spec_from_dict",

@@ -249,9 +249,14 @@ class CustomGate:
         return self.name or f"custom.{getattr(self.fn, '__name__', 'gate').strip('<>')}"
 
 
-GateSpec = Union[Threshold, ChampionChallenger, DataContract, SliceParity, CustomGate]
+# Drift gates judge production data (``shipyard monitor``); they live beside their evaluation and use the
+# name checks above, hence the import here rather than at the top.
+from ._drift import Drift, PredictionDrift
+
+GateSpec = Union[Threshold, ChampionChallenger, DataContract, SliceParity, CustomGate, Drift, PredictionDrift]
 SPEC_TYPES: dict[str, type] = {
-    cls.kind: cls for cls in (Threshold, ChampionChallenger, DataContract, SliceParity, CustomGate)
+    cls.kind: cls
+    for cls in (Threshold, ChampionChallenger, DataContract, SliceParity, CustomGate, Drift, PredictionDrift)
 }
 
 
@@ -406,7 +411,7 @@ def spec_to_dict(spec: GateSpec) -> dict[str, Any]:
         value = getattr(spec, f.name)
         if f.name == "fn":
             out["fn"] = _function_to_dict(value)
-        elif f.name == "columns":
+        elif f.name == "columns" and isinstance(spec, DataContract):
             out["columns"] = [{k: v for k, v in _column_dict(c).items() if v is not None} for c in value]
         elif f.name == "name":
             continue
@@ -447,7 +452,7 @@ def spec_from_dict(data: Mapping[str, Any]) -> GateSpec:
             continue
         elif f.name == "fn":
             values["fn"] = _function_from_dict(str(data.get("name")), data["fn"])
-        elif f.name == "columns":
+        elif f.name == "columns" and cls is DataContract:
             values["columns"] = tuple(Column(**c) for c in data["columns"])
         elif f.name in ("metrics", "directions", "reference") and data[f.name] is not None:
             raw = data[f.name]

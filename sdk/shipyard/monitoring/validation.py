@@ -459,6 +459,8 @@ class RequestValidationMiddleware:
             :func:`validate_columns`), and the wrapped app never parses them again.
         client_error: tells whether an exception of ``predict`` means the model cannot score this
             input (a category it never saw): a 422 naming the error, where anything else is a 500.
+        on_refused: ``(status, model_refused)``, called for each request answered with a 4xx here
+            (``model_refused``: valid rows the model could not score), e.g. to count them by reason.
     """
 
     def __init__(
@@ -471,8 +473,10 @@ class RequestValidationMiddleware:
         body_total_seconds: float = BODY_TOTAL_SECONDS,
         predict: Callable[[Mapping[str, Sequence[Any]], int], Awaitable[Any]] | None = None,
         client_error: Callable[[BaseException], bool] = lambda exc: isinstance(exc, ValueError | TypeError),
+        on_refused: Callable[[int, bool], None] | None = None,
     ) -> None:
         self.app = app
+        self.on_refused = on_refused
         self.predict = predict
         self.client_error = client_error
         self.schema = schema if isinstance(schema, InputSchema) else InputSchema.from_dict(schema)
@@ -487,12 +491,14 @@ class RequestValidationMiddleware:
             return
         path, method = str(scope.get("path", "")), str(scope.get("method", ""))
         if path != "/" and path.endswith("/"):
+            self._refused(404)
             await _answer(send, 404, f"no endpoint at {path}; did you mean {path.rstrip('/') or '/'}?")
             return
         if path not in self.paths and path not in self.no_input_paths:
             await self.app(scope, receive, _uniform_errors(send, path, method, self._endpoints()))
             return
         if method != "POST":
+            self._refused(405)
             await _answer(send, 405, f"{method} is not allowed on {path}; use POST")
             return
         try:
@@ -512,10 +518,12 @@ class RequestValidationMiddleware:
             # Answered without closing the connection: the server discards whatever of the body
             # still arrives, so a client that sends it all before reading gets this answer,
             # not a broken pipe.
+            self._refused(problem.status)
             await _answer(send, problem.status, problem.message)
             return
         except (ValueError, RecursionError, MemoryError) as exc:
             # Only the body reaches this code, so a failure here is the input's, not the server's.
+            self._refused(400)
             await _answer(send, 400, f"request body could not be read: {type(exc).__name__}: {str(exc)[:200]}")
             return
         inner = dict(scope)
@@ -537,9 +545,17 @@ class RequestValidationMiddleware:
             # value its own checks refuse) are the client's to fix: a 422 that says why, logged on one line.
             reason = f"{type(exc).__name__}: {str(exc).strip()[:500]}"
             _log.warning("predict refused the input: %s", reason.splitlines()[0])
+            self._refused(422, model_refused=True)
             await _answer(send, 422, f"the model could not score the input: {reason}")
             return
         await _send_json(send, 200, {"predictions": predictions})
+
+    def _refused(self, status: int, *, model_refused: bool = False) -> None:
+        if self.on_refused is not None:
+            try:
+                self.on_refused(status, model_refused)
+            except Exception:  # counting must never turn a 4xx into a 500
+                _log.exception("counting a refused request failed")
 
     def _endpoints(self) -> str:
         return " and ".join(f"POST {p}" for p in sorted(self.paths | self.no_input_paths)) or "no endpoints"

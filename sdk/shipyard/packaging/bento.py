@@ -44,7 +44,9 @@ SUBSTITUTE_SINCE = {"mlflow-skinny": (1, 0), "xgboost-cpu": (2, 1)}
 # uvicorn, which runs BentoML's workers, parses HTTP with httptools and runs its event loop on uvloop when
 # they are installed (else h11 and asyncio, several times slower per request); images pin the host's versions.
 SERVER_SPEEDUPS = ("httptools", "uvloop")
-MONITORING_FILES = ("__init__.py", "validation.py", "integrity.py", "serving.py")
+MONITORING_FILES = ("__init__.py", "validation.py", "integrity.py", "serving.py", "drift.py", "runtime.py")
+REFERENCE_FILE = "reference_profile.json"
+"""The reference profile (:mod:`.reference`) at the root of each bento, beside ``service.py``."""
 # Frameworks that bring GPU runtimes (gigabytes of CUDA libraries) -> the modules a model that uses them
 # names. MLflow's import-based requirement inference records them whenever loading the model imported
 # them in passing (scikit-learn's loaders import torch when it is installed); they are served only when
@@ -207,10 +209,10 @@ def build_bento(model_version: Any, *, say: Callable[[str], None] | None = None)
         shutil.move(str(model_dir), str(ctx / "model"))
         model_dir = ctx / "model"
         mlmodel = read_mlmodel(model_dir)
-        schema = _input_schema(source, model_dir, mlmodel)
+        schema = input_schema(source, model_dir, mlmodel)
         python = training_python(mlmodel) or f"{sys.version_info.major}.{sys.version_info.minor}"
         served = _served_lineage(registry.lineage_of(source, workspace=ws), model_dir, source.uri)
-        from . import predict_path
+        from . import predict_path, reference
 
         say("checking the predict path against mlflow.pyfunc")
         path = predict_path.choose(model_dir, mlmodel, schema)
@@ -223,7 +225,12 @@ def build_bento(model_version: Any, *, say: Callable[[str], None] | None = None)
         )
         for item in left_out:
             say(f"not installed in the image: {item}")
-        labels = served.to_labels()
+        say("freezing the reference profile that production is held against")
+        profile = reference.build_reference(ws, source, model_dir, schema)
+        say(f"  reference: {profile['source']}, {profile['rows']} rows, fingerprint {profile['fingerprint'][:12]}")
+        (ctx / REFERENCE_FILE).write_text(json.dumps(profile, indent=1, sort_keys=True), encoding="utf-8")
+        labels = {**served.to_labels(), lineage.LABEL_REFERENCE_FINGERPRINT: profile["fingerprint"]}
+        settings = ws.settings
         (ctx / "service.py").write_text(
             render_service(
                 model_name=source.name,
@@ -238,6 +245,18 @@ def build_bento(model_version: Any, *, say: Callable[[str], None] | None = None)
                 workers=ws.settings.serving_workers,
                 batch_rows=ws.settings.serving_batch_rows,
                 batch_wait_ms=ws.settings.serving_batch_wait_ms,
+                monitor={
+                    "enabled": settings.monitoring,
+                    "window_rows": settings.monitor_window_rows,
+                    "interval_seconds": settings.monitor_interval_seconds,
+                    "queue_rows": settings.monitor_queue_rows,
+                    "threshold": settings.drift_threshold,
+                    "capture": settings.capture,
+                    "capture_sample_rate": settings.capture_sample_rate,
+                    "capture_max_mb": settings.capture_max_mb,
+                    "capture_sensitive": list(settings.capture_sensitive),
+                    "capture_sensitive_mode": settings.capture_sensitive_mode,
+                },
             ),
             encoding="utf-8",
         )
@@ -264,6 +283,7 @@ def build_bento(model_version: Any, *, say: Callable[[str], None] | None = None)
             else:
                 say(f"building bento {tag} with BentoML")
                 _run_bento_build(ctx, tag, labels, python, requirements, ws.bentoml_home)
+        reference.log_reference(ws, source, profile)
     if not (bento_path / "bento.yaml").is_file():
         raise PackagingError(f"BentoML reported success but {bento_path} holds no bento.yaml.")
     return BentoResult(
@@ -494,7 +514,13 @@ def _requirement_list(lines: list[str]) -> list[str]:
     return sorted(set(lines), key=str.lower)
 
 
-def _input_schema(source: ModelVersionRef, model_dir: Path, mlmodel: dict[str, Any]) -> InputSchema:
+def input_schema(source: ModelVersionRef, model_dir: Path, mlmodel: dict[str, Any] | None = None) -> InputSchema:
+    """What the served model of ``source`` (its files in ``model_dir``) takes: its signature, else its input example's.
+
+    Raises:
+        PackagingError: the model has neither.
+    """
+    mlmodel = mlmodel if mlmodel is not None else read_mlmodel(model_dir)
     inputs = signature_inputs(mlmodel)
     if inputs is None:
         if not mlmodel.get("saved_input_example_info"):
@@ -517,7 +543,7 @@ bento = bentoml.bentos.build(
     "service:ModelService",
     version=spec["version"],
     labels=spec["labels"],
-    include=["service.py", "shipyard_monitoring/*.py", "model/**"],
+    include=["service.py", "reference_profile.json", "shipyard_monitoring/*.py", "model/**"],  # REFERENCE_FILE
     python={"packages": spec["requirements"], "lock_packages": False},
     docker={"python_version": spec["python"]},
     build_ctx=spec["ctx"],

@@ -19,6 +19,7 @@ A: The bundle pins the Deployment to the image's digest, and a registry
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -386,7 +387,16 @@ def handoff_spec(ctx: StageContext) -> Any:
         python_packages=image.python_packages,
         canary_weight=inputs.canary_weight,
         previous_image=_champion_image(inputs) if inputs.canary_weight is not None else None,
+        reference_profile=_reference_profile(ctx.output("bento")),
     )
+
+
+def _reference_profile(bento: BentoBuilt) -> dict[str, Any] | None:
+    """The reference profile frozen into the bento (and so the image), for the bundle."""
+    from ..packaging.bento import REFERENCE_FILE
+
+    path = Path(bento.path) / "src" / REFERENCE_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def _champion_image(inputs: PromotionInputs) -> str | None:

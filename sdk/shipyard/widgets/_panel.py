@@ -2,7 +2,8 @@
 
 Everything the panel shows is read through shipyard's public API
 (``shipyard.registry.model_names``, ``shipyard.model_versions``,
-``shipyard.metric_history``, ``shipyard.gates.load_report``) from MLflow and
+``shipyard.metric_history``, ``shipyard.gates.load_report``, and the drift
+report ``shipyard monitor`` last recorded for the champion) from MLflow and
 the workspace, so a panel opened after a kernel restart shows the same state.
 Slow work (reading reports, promoting) runs on daemon threads; the kernel stays
 usable and the widgets update as results arrive.
@@ -16,6 +17,7 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
+from .._core import lineage
 from . import _html
 from ._metrics import MetricsView
 
@@ -30,6 +32,7 @@ _PLAIN_KIND = {
     "RegistryError": "The model registry refused",
     "ModelNotFound": "Version not found",
     "TrackingUnavailable": "The tracking server cannot be reached",
+    "MonitoringError": "Monitoring failed",
 }
 
 
@@ -59,6 +62,7 @@ class Panel(widgets.VBox):
     mlflow_url = traitlets.Unicode("")
     approval_required = traitlets.Bool(False)
     details = traitlets.Unicode("")  # "", "gates" or "report"
+    drift = traitlets.Dict()  # the champion's last drift report: version, verdict, at, columns (name -> distance)
 
     def __init__(self, model: str | None = None, *, interval: float = 1.0, **kwargs: Any) -> None:
         self._header = widgets.HTML()
@@ -68,6 +72,9 @@ class Panel(widgets.VBox):
         self.metrics = MetricsView(interval=interval)
         self._versions_html = widgets.HTML()
         self._versions_html.add_class("shipyard-versions-box")
+        self._drift_html = widgets.HTML()
+        self._drift_html.add_class("shipyard-drift")
+        self._drift_reports: dict[str, dict[str, Any] | None] = {}  # monitoring run id -> its drift.json
         self._version_picker = widgets.Dropdown(description="version", layout=widgets.Layout(width="260px"))
         self._gates_button = widgets.ToggleButton(description="Gate reasons", icon="list")
         self._report_button = widgets.ToggleButton(description="Gate report", icon="file-text")
@@ -100,6 +107,7 @@ class Panel(widgets.VBox):
                 widgets.HBox([self._header, self._model_picker, self._refresh_button]),
                 self.metrics,
                 self._versions_html,
+                self._drift_html,
                 widgets.HBox([self._version_picker, self._gates_button, self._report_button, self._promote_button]),
                 self._details_html,
                 self._confirm_box,
@@ -166,6 +174,7 @@ class Panel(widgets.VBox):
         self._sync_pickers()
         self._render_header()
         self._render_versions()
+        self._read_drift()
         if not keep_metrics and not self.metrics.watching:
             self._show_selected_metrics()
 
@@ -326,6 +335,34 @@ class Panel(widgets.VBox):
         if self.details:
             self._render_details()
 
+    def _read_drift(self) -> None:
+        """The champion's drift per column, from its version tags and the report they name."""
+        from shipyard.production._monitor import last_drift
+
+        champion = next((v for v in self.versions if "champion" in v["aliases"]), None)
+        monitor = (champion or {}).get("monitor") or {}
+        run_id = monitor.get("run", "")
+        if champion is None or not run_id:
+            self.drift = {}
+            self._drift_html.value = ""
+            return
+        if run_id not in self._drift_reports:  # a report never changes once recorded
+            self._drift_reports[run_id] = last_drift({lineage.MONITOR_RUN: run_id})
+        report = self._drift_reports[run_id] or {}
+        result = report.get("result") or {}
+        columns = {c["column"]: c for c in result.get("columns") or [] if isinstance(c, dict) and "column" in c}
+        self.drift = {
+            "version": champion["version"],
+            "verdict": monitor.get("verdict", ""),
+            "at": monitor.get("at", ""),
+            "run_id": run_id,
+            "source": report.get("source", ""),
+            "rows": report.get("rows"),
+            "drifted": [c for c in monitor.get("drifted", "").split(",") if c],
+            "columns": {name: c.get("distance") for name, c in columns.items()},
+        }
+        self._drift_html.value = _drift_view(self.drift, columns)
+
     def _sync_pickers(self) -> None:
         self._syncing = True
         try:
@@ -413,7 +450,32 @@ def panel(model: str | None = None, *, interval: float = 1.0) -> Panel:
     return Panel(model, interval=interval)
 
 
+def _drift_view(drift: dict[str, Any], columns: dict[str, dict[str, Any]]) -> str:
+    """The champion's drift: its verdict and one chip per column (distance against threshold)."""
+    verdict = drift["verdict"] or "unknown"
+    chips = []
+    for name, c in columns.items():
+        distance, threshold = c.get("distance"), c.get("threshold")
+        status = "fail" if c.get("drifted") else "pass"
+        value = "n/a" if distance is None else f"{float(distance):.3g}"
+        title = f"{c.get('method', '')} distance {value}" + (f", threshold {threshold}" if threshold is not None else "")
+        chips.append(
+            f'<span class="shipyard-chip shipyard-drift-column" data-column="{_html.esc(name)}" '
+            f'data-drifted="{str(bool(c.get("drifted"))).lower()}" data-distance="{_html.esc(value)}" '
+            f'style="background:{_html.CHIP_COLORS[status]}" title="{_html.esc(title)}">{_html.esc(name)}: {value}</span>'
+        )
+    rows = f" · {drift['rows']} rows" if drift.get("rows") is not None else ""
+    source = f" from {_html.esc(drift['source'])}" if drift.get("source") else ""
+    return (
+        f'<div class="shipyard-drift-view" data-version="{_html.esc(drift["version"])}" data-verdict="{_html.esc(verdict)}">'
+        f"champion v{_html.esc(drift['version'])} drift: "
+        f'<b style="color:{_html.CHIP_COLORS.get(verdict, "#57606a")}">{_html.esc(verdict)}</b>'
+        f" ({_html.esc(drift['at'])}{source}{rows}) {''.join(chips) or '<i>no column measured</i>'}</div>"
+    )
+
+
 def _as_state(v: Any) -> dict[str, Any]:
+    tags = getattr(v, "tags", None) or {}
     return {
         "version": v.version,
         "run_id": v.run_id,
@@ -427,6 +489,12 @@ def _as_state(v: Any) -> dict[str, Any]:
         "retired": v.retired,
         "review_state": v.review_state,
         "review": dict(v.review),
+        "monitor": {
+            "verdict": tags.get(lineage.MONITOR_VERDICT, ""),
+            "at": tags.get(lineage.MONITOR_AT, ""),
+            "run": tags.get(lineage.MONITOR_RUN, ""),
+            "drifted": tags.get(lineage.MONITOR_DRIFTED, ""),
+        },
     }
 
 
