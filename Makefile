@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 demo: venv
 	$(PY) scripts/run_notebook.py notebooks/01_quickstart.ipynb
 
-# Two workers: the Docker modules in one, in order; everything else in the other (tests/conftest.py).
+# Two workers, each module run whole by one of them (the groups in tests/conftest.py).
 test: venv system base-image
 	$(PY) -m pytest -n 2 --dist loadgroup
 

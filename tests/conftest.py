@@ -11,37 +11,38 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-_DOCKER_FIXTURES = frozenset({"docker_engine", "base_image"})
-
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups into the test ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Groups for ``pytest -n 2 --dist loadgroup`` (what ``make test`` runs): one worker runs every module
-    that uses Docker, in order; the other worker takes the remaining modules, each whole.
+    """Groups for ``pytest -n 2 --dist loadgroup`` (what ``make test`` runs): each module is a group, run whole
+    by one worker, and the modules that use the session's monitored image are one group.
 
-    Q: Why keep the Docker modules together?
-    A: They share one engine and check it for containers left behind, which a
-       promotion running at the same time in another worker would start. A
-       module stays on one worker so its module-scoped fixtures (a server, a
-       set of built images) are built once.
+    Q: Why whole modules?
+    A: A module's fixtures (a server, a set of built images) are built once, on
+       the worker that runs it. The modules on the monitored image share one
+       group because that image (a whole promotion) is a session fixture: in
+       two workers it would be built twice.
+
+    Q: Docker modules run beside each other: do they not see each other's containers?
+    A: Every check for containers left behind looks only at the containers of
+       its own image or promotion (``--filter ancestor=`` or the promotion's
+       label), so another module's smoke test running meanwhile is not taken
+       for a leftover. Keeping them apart left one worker idle for the last
+       third of the run.
     """
-    docker_modules = {
-        item.module.__name__
-        for item in items
-        if item.get_closest_marker("docker") or _DOCKER_FIXTURES & set(getattr(item, "fixturenames", ()))
-    }
+    monitored = {item.module.__name__ for item in items if "monitored_image" in getattr(item, "fixturenames", ())}
     for item in items:
         module = item.module.__name__
-        item.add_marker(pytest.mark.xdist_group("docker" if module in docker_modules else module))
+        item.add_marker(pytest.mark.xdist_group("monitored-image" if module in monitored else module))
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Refuse to run Docker modules side by side when pytest-xdist did not take the groups."""
+    """Refuse to run when pytest-xdist did not take the groups: a module's fixtures would be built in both workers."""
     if session.config.option.__dict__.get("loadgroup") and any("@" not in item.nodeid for item in session.items):
         raise pytest.UsageError(
-            "pytest-xdist did not apply the test groups (ids without '@group'); Docker tests would run in both "
-            "workers at once. Install the versions pyproject.toml pins, or run without -n."
+            "pytest-xdist did not apply the test groups (ids without '@group'); modules would be split over both "
+            "workers and their fixtures built twice. Install the versions pyproject.toml pins, or run without -n."
         )
 
 

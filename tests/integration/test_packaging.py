@@ -173,7 +173,8 @@ def test_container_serves_with_parity_and_records_gates(
     assert tags["shipyard.gate.parity"] == "pass"
     assert tags["shipyard.gate.latency"] == "pass"
     assert not subprocess.run(
-        [docker_cli(), "ps", "-aq", "--filter", "label=shipyard.smoke"], capture_output=True, text=True
+        [docker_cli(), "ps", "-aq", "--filter", "label=shipyard.smoke", "--filter", f"ancestor={iris_package.image.tag}"],
+        capture_output=True, text=True,
     ).stdout.strip(), "smoke left a container behind"
 
 

@@ -7,7 +7,6 @@ here every retrain runs with ``promote=False`` / ``--no-promote``.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -21,17 +20,10 @@ import shipyard
 from shipyard import MonitoringError, registry
 from shipyard._core import audit, lineage
 from shipyard._core.workspace import reset_workspace
+from tests.monitoring_support import FLOW, flow_module
 
-FLOW = Path(__file__).resolve().parent / "flows" / "retrain_flow.py"
 MODEL = "retrain-demo"
 SHIPYARD = Path(sys.executable).with_name("shipyard")
-
-
-def _flow_module():
-    spec = importlib.util.spec_from_file_location("retrain_flow_rows", FLOW)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +39,7 @@ def world(tmp_path_factory):
     assert first.tags[lineage.GATE_VERDICT] == "pass", first.tags
     v1 = registry.register(MODEL, first.mlflow_run_id)
     registry.swap_champion(MODEL, v1.version, reason="first model")
-    rows = _flow_module().make_rows
+    rows = flow_module().make_rows
     shifted = project / "june.csv"
     rows(n=400, seed=11, shift=6.0).to_csv(shifted, index=False)
     noise = rows(n=400, seed=12)

@@ -66,9 +66,11 @@ def _register_without_its_library(ws: Any, name: str) -> str:
     return f"{name}/{info.registered_model_version}"
 
 
-def _no_smoke_container_left() -> None:
+def _no_smoke_container_left(image: str) -> None:
+    """No smoke container of ``image`` is left (other modules may be smoke-testing their own images meanwhile)."""
     left = subprocess.run(
-        [docker_cli(), "ps", "-aq", "--filter", "label=shipyard.smoke"], capture_output=True, text=True, check=True
+        [docker_cli(), "ps", "-aq", "--filter", "label=shipyard.smoke", "--filter", f"ancestor={image}"],
+        capture_output=True, text=True, check=True,
     )
     assert not left.stdout.strip(), "smoke left a container behind"
 
@@ -113,7 +115,7 @@ def test_a_model_server_that_cannot_start_fails_promote_at_once_with_its_log(bro
     text = str(error)  # what promote's caller sees
     assert missing.group(0) in text and "Last 30 lines of `docker logs`" in text
     assert error.log_tail in text
-    _no_smoke_container_left()
+    _no_smoke_container_left(broken_promotion["image_id"])
 
 
 def test_the_failed_smoke_leaves_champion_unset_and_is_recorded(ws: Any, broken_promotion: dict) -> None:
@@ -149,4 +151,4 @@ def test_a_container_that_exits_is_reported_with_its_exit_code_and_log(
     assert elapsed < REPORTED_WITHIN_S, elapsed
     assert "exited with code 1" in error.message and "No module named 'xgboost'" in error.message
     assert "ModuleNotFoundError: No module named 'xgboost'" in error.log_tail
-    _no_smoke_container_left()
+    _no_smoke_container_left(exiting_image)
