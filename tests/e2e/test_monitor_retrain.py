@@ -42,7 +42,10 @@ def test_drift_seen_by_the_image_is_confirmed_and_retraining_moves_the_champion(
     capture.mkdir()
     os.chmod(capture, 0o777)  # the image runs as a non-root user
     shifted = m["shift"](m["holdout"].head(2000))
-    env = {"SHIPYARD_CAPTURE": "1", "SHIPYARD_CAPTURE_DIR": "/capture", "SHIPYARD_MONITOR_INTERVAL_SECONDS": "1"}
+    # One worker: its window holds every row sent, the rows `shipyard monitor` reads back from the capture.
+    # (Two workers each drift over their own share; the Prometheus test runs the image with both.)
+    env = {"SHIPYARD_CAPTURE": "1", "SHIPYARD_CAPTURE_DIR": "/capture", "SHIPYARD_MONITOR_INTERVAL_SECONDS": "1",
+           "SHIPYARD_SERVING_WORKERS": "1"}
     with ServedImage(m["image"], env=env, volumes={str(capture): "/capture"}) as served:
         for start in range(0, len(shifted), 100):
             status, body = served.request("POST", "/predict", predict_body(shifted.iloc[start : start + 100]))
@@ -51,8 +54,9 @@ def test_drift_seen_by_the_image_is_confirmed_and_retraining_moves_the_champion(
         while True:
             status, metrics = served.request("GET", "/metrics")
             gauges = _distances(metrics.decode())
-            if set(m["columns"]) <= {c for c, d in gauges.items() if d >= 0.1} or time.monotonic() > deadline:
-                break
+            window = re.search(r"^shipyard_drift_window_rows\{[^}]*\} (\S+)$", metrics.decode(), re.M)
+            if window and float(window.group(1)) == len(shifted) or time.monotonic() > deadline:
+                break  # computed over every row sent
             time.sleep(0.5)
         served.stop()  # SIGTERM: the service drains its queue and flushes the capture before it exits
     seen_drifting = {c for c, d in gauges.items() if d >= 0.1}

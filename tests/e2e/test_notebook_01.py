@@ -22,7 +22,7 @@ def client(executed):
     from mlflow.tracking import MlflowClient
 
     project, _, _ = executed
-    return MlflowClient(tracking_uri=f"sqlite:///{project / '.shipyard' / 'mlflow.db'}")
+    return MlflowClient(tracking_uri=(uri := f"sqlite:///{project / '.shipyard' / 'mlflow.db'}"), registry_uri=uri)
 
 
 def test_run_has_params_and_full_metric_history(executed, client) -> None:

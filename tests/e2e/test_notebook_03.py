@@ -21,7 +21,7 @@ def test_notebook_promotes_reviews_approves_and_rolls_back(tmp_path, docker_engi
     assert "status: awaiting_approval" in out and "status: completed" in out
     assert "champion v1, previous v2" in out
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / '.shipyard' / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=(uri := f"sqlite:///{tmp_path / '.shipyard' / 'mlflow.db'}"), registry_uri=uri)
     aliases = {a: str(v) for a, v in client.get_registered_model("breast-cancer").aliases.items()}
     assert aliases == {"champion": "1", "previous": "2"}
     ws = Workspace(tmp_path, load_settings(tmp_path))

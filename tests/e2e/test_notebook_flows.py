@@ -126,7 +126,7 @@ def test_steps_import_the_modules_next_to_the_notebook_and_on_the_kernels_path(e
     project, nb = executed
     out = _stdout(nb.cells[1])
     run_id = re.search(r"MLflow run: ([0-9a-f]{32})", out).group(1)
-    client = MlflowClient(tracking_uri=f"sqlite:///{project / '.shipyard' / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=(uri := f"sqlite:///{project / '.shipyard' / 'mlflow.db'}"), registry_uri=uri)
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.metrics == {"score": 6.0, "doubled": 12.0}  # scoring from src/, featurize from beside it
