@@ -40,6 +40,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .validation import _json_value  # one rule for predictions that are not plain JSON, here and in responses
+
 _log = logging.getLogger("shipyard_monitoring.runtime")
 
 FLUSH_SECONDS = 1.0
@@ -472,7 +474,7 @@ class _Capture:
             inputs = {n: self._value(n, columns[n][i]) for n in names}
             prediction = predictions[i] if predictions is not None else None
             self.lines.append(json.dumps({"ts": now, "inputs": inputs, "prediction": prediction},
-                                         default=_json_default, allow_nan=False, ensure_ascii=False))
+                                         default=_json_value, allow_nan=False, ensure_ascii=False))
 
     def _value(self, name: str, value: Any) -> Any:
         if isinstance(value, float) and not math.isfinite(value):
@@ -515,14 +517,6 @@ class _Capture:
             os.fsync(self.file.fileno())
             self.file.close()
             self.file = None
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return str(value)
 
 
 def load_reference(path: Path) -> dict[str, Any]:

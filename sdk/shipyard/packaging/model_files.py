@@ -20,6 +20,16 @@ def read_mlmodel(model_dir: Path) -> dict[str, Any]:
     return yaml.safe_load((model_dir / "MLmodel").read_text(encoding="utf-8")) or {}
 
 
+def input_example(model_dir: Path) -> Any:
+    """The input example logged with the model in ``model_dir``, or None when it has none or it cannot be read."""
+    try:
+        from mlflow.models import Model
+
+        return Model.load(str(model_dir)).load_input_example(str(model_dir))
+    except Exception:
+        return None
+
+
 def training_python(mlmodel: dict[str, Any]) -> str | None:
     """Python major.minor recorded by MLflow when the model was logged."""
     full = (mlmodel.get("flavors", {}).get("python_function") or {}).get("python_version")

@@ -140,12 +140,9 @@ def _with_note(path: PredictPath, note: str) -> PredictPath:
 
 def _example_columns(model_dir: Path, schema: InputSchema) -> tuple[dict[str, Any], int] | None:
     """The input example as the service receives it: JSON rows, parsed and validated by the service's own code."""
-    from mlflow.models import Model
+    from .model_files import input_example
 
-    try:
-        example = Model.load(str(model_dir)).load_input_example(str(model_dir))
-    except Exception:
-        return None
+    example = input_example(model_dir)
     if example is None:
         return None
     if schema.tensor_width is not None:

@@ -30,6 +30,7 @@ from typing import Any
 from .._core import lineage
 from .._core.errors import MonitoringError
 from ..monitoring.validation import InputSchema
+from .model_files import input_example
 
 CATEGORICAL_TYPES = frozenset({"string", "boolean", "binary", "datetime"})
 """MLflow column types profiled by their values' frequencies; the others are numbers."""
@@ -138,7 +139,7 @@ def _reference_rows(ws: Any, version: Any, model_dir: Path, schema: InputSchema)
     frame = usable(parity.recorded_holdout(ws, version))
     if frame is not None:
         return frame, "holdout", "", notes
-    frame = usable(_input_example(model_dir))
+    frame = usable(input_example(model_dir))
     if frame is not None:
         notes.append(
             f"no dataset was logged with the model's run: the reference is its {len(frame)}-row input example, "
@@ -171,15 +172,6 @@ def _dataset_contexts(ws: Any, run_id: str) -> dict[str, str]:
         for tag in item.tags
         if tag.key == MLFLOW_DATASET_CONTEXT
     }
-
-
-def _input_example(model_dir: Path) -> Any:
-    try:
-        from mlflow.models import Model
-
-        return Model.load(str(model_dir)).load_input_example(str(model_dir))
-    except Exception:
-        return None
 
 
 def _predictions(model_dir: Path, frame: Any) -> tuple[Any, str]:
