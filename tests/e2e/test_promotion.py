@@ -10,10 +10,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 import shipyard
 from shipyard._core import audit
 from shipyard._core.workspace import reset_workspace
+from shipyard.deploy import kustomize
 from tests.conftest import free_port
 from tests.docker_support import docker_cli, docker_engine, docker_inspect  # noqa: F401  (fixture)
 from tests.registry_support import local_registry  # noqa: F401  (fixture)
@@ -59,7 +61,6 @@ def candidate(ws, c: float = 1.0, *, gate: str = "accuracy >= 0.5", log_model: b
 
 def test_quickstart_run_is_promoted_in_one_call(quickstart, ws, local_registry) -> None:  # noqa: F811
     import kubernetes_validate
-    import yaml
     from mlflow.tracking import MlflowClient
 
     import mlflow
@@ -93,15 +94,13 @@ def test_quickstart_run_is_promoted_in_one_call(quickstart, ws, local_registry) 
     assert docker_inspect(pushed, "{{.Config.User}}") not in ("", "root", "0")
 
     kinds = set()
-    for manifest in (promotion.bundle_path / "k8s").glob("*.yaml"):
-        obj = yaml.safe_load(manifest.read_text())
+    for obj in kustomize.build(promotion.bundle_path / "overlays" / "production"):
         kinds.add(obj["kind"])
-        if obj["kind"] in ("Kustomization", "PrometheusRule"):
-            continue  # not core kinds: kustomize reads the first, promtool checks the second's rules (unit tests)
         kubernetes_validate.validate(obj, "1.30.0", strict=True)
+        assert obj["metadata"]["namespace"] == "production"
         if obj["kind"] == "Deployment":
             assert obj["spec"]["template"]["spec"]["containers"][0]["image"].endswith("@" + digest)
-    assert {"Deployment", "Service", "Kustomization", "PrometheusRule"} <= kinds, kinds
+    assert {"Deployment", "Service", "ServiceAccount", "NetworkPolicy", "PodDisruptionBudget"} <= kinds, kinds
     assert handoff["lineage"]["mlflow_run_id"] == run_id
     assert handoff["gates"]["verdict"] == "pass"
     sbom = json.loads((promotion.bundle_path / "sbom.cdx.json").read_text())
@@ -152,7 +151,6 @@ def test_sigkill_at_every_stage_boundary_leaves_aliases_and_resumes(ws, tmp_path
 
 
 def test_a_deleted_image_reruns_every_stage_after_it_and_the_bundle_pins_the_new_digest(ws, docker_engine) -> None:  # noqa: F811
-    import yaml
 
     model = "iris-rebuild"
     run_id = candidate(ws, 1.0)
@@ -169,7 +167,7 @@ def test_a_deleted_image_reruns_every_stage_after_it_and_the_bundle_pins_the_new
     assert again.image_digest != first.image_digest
     handoff = json.loads((again.bundle_path / "handoff.json").read_text())
     assert handoff["image"]["digest"] == again.image_digest and handoff["image"]["image_id"] != old_image
-    deployment = yaml.safe_load((again.bundle_path / "k8s" / "deployment.yaml").read_text())
+    deployment = yaml.safe_load((again.bundle_path / "base" / "deployment.yaml").read_text())
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith("@" + again.image_digest)
     smoke_of_new = [r for r in audit.read(workspace=ws, event="gate.attach") if r.get("model") == model]
     assert len(smoke_of_new) == 2  # the rebuilt image was smoke-tested, not trusted on the old verdict
@@ -262,19 +260,32 @@ def _git(repo: Path, *args: str) -> str:
 
 
 def test_rollback_restores_the_first_champion_and_its_bundle(ws, tmp_path: Path) -> None:
+    """An Argo Rollouts canary in a GitOps repository: one commit per promotion and per rollback."""
     repo = tmp_path / "gitops"
     repo.mkdir()
     for args in (("init", "-q"), ("config", "user.name", "ci"), ("config", "user.email", "ci@example.invalid"),
                  ("commit", "-q", "--allow-empty", "-m", "start")):
         _git(repo, *args)
-    ws = shipyard.init(project_dir=ws.project_dir, oci_registry=ws.settings.oci_registry, gitops_repo=repo)
+    ws = shipyard.init(project_dir=ws.project_dir, oci_registry=ws.settings.oci_registry, gitops_repo=repo,
+                       gitops_url="https://git.example.invalid/platform/deploy.git", delivery="argo-canary")
     model = "iris-rollback"
-    deployed = f"deploy/{model}/k8s/deployment.yaml"
+    deployed = f"deploy/{model}/base/deployment.yaml"
     first = shipyard.promote(candidate(ws, 1.0), model_name=model)
     assert first.image_digest in _git(repo, "show", f"HEAD:{deployed}")
+    commits = int(_git(repo, "rev-list", "--count", "HEAD"))
     second = shipyard.promote(candidate(ws, 0.4), model_name=model)
     assert first.image_digest != second.image_digest
     assert second.image_digest in _git(repo, "show", f"HEAD:{deployed}")
+    assert int(_git(repo, "rev-list", "--count", "HEAD")) == commits + 1  # the whole layout in one commit
+    assert _git(repo, "status", "--porcelain") == ""
+    rendered = kustomize.build(repo / "deploy" / model / "overlays" / "production")
+    by_kind = {obj["kind"]: obj for obj in rendered}
+    assert {"Rollout", "AnalysisTemplate", "Deployment", "Service"} <= set(by_kind), sorted(by_kind)
+    assert by_kind["Rollout"]["spec"]["workloadRef"]["name"] == by_kind["Deployment"]["metadata"]["name"]
+    container = by_kind["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"].endswith("@" + second.image_digest)
+    application = yaml.safe_load((repo / "deploy" / model / "argocd" / "production.yaml").read_text())
+    assert application["spec"]["source"]["path"] == f"deploy/{model}/overlays/production"
 
     env = {**os.environ, "SHIPYARD_PROJECT_DIR": str(ws.project_dir), "COLUMNS": "250"}
     review = subprocess.run([sys.executable, "-m", "shipyard.cli", "review", f"{model}/{first.version}"],
@@ -303,10 +314,13 @@ def test_rollback_restores_the_first_champion_and_its_bundle(ws, tmp_path: Path)
     assert current.resolve() == first.bundle_path.resolve()
     handoff = json.loads((current / "handoff.json").read_text())
     assert handoff["image"]["digest"] == first.image_digest
-    deployment = (current / "k8s" / "deployment.yaml").read_text()
+    deployment = (current / "base" / "deployment.yaml").read_text()
     assert first.image_digest in deployment and second.image_digest not in deployment
     assert first.image_digest in _git(repo, "show", f"HEAD:{deployed}")
     assert "roll back to v1" in _git(repo, "log", "-1", "--format=%s")
+    assert int(_git(repo, "rev-list", "--count", "HEAD")) == commits + 2  # the rollback is one commit
+    pinned = yaml.safe_load(_git(repo, "show", f"HEAD:deploy/{model}/base/kustomization.yaml"))["images"][0]
+    assert pinned["digest"] == first.image_digest
     assert any(r["event"] == "model.rollback" and r["model"] == model for r in audit.read(workspace=ws))
 
 

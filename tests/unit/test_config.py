@@ -85,3 +85,17 @@ def test_unwritable_workspace_is_a_config_error(project: Path) -> None:
     blocker.write_text("")
     with pytest.raises(shipyard.ConfigError, match="Cannot create the shipyard workspace"):
         shipyard.init(workspace=blocker / "ws")
+
+
+def test_explicit_env_round_trips_lists_and_mappings(monkeypatch) -> None:
+    """A child process (a flow step, the panel's worker) reads back exactly the settings its parent had."""
+    from shipyard._core.config import Settings
+
+    assert Settings().explicit_env() == {}  # defaults made by a factory are defaults too
+    chosen = Settings(canary_steps=[5, 50], analysis_checks=["errors"], capture_sensitive=["email"],
+                      deploy_resources={"cpu_request": "1", "memory_request": "1Gi", "cpu_limit": "2",
+                                        "memory_limit": "2Gi"}, delivery="flagger", capture=True)
+    env = chosen.explicit_env()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert Settings() == chosen

@@ -90,7 +90,7 @@ def _alert(name: str, summary: str, **labels: str) -> dict[str, object]:
 
 def test_rule_file_and_prometheus_rule_pass_promtool_check(tmp_path: Path) -> None:
     bundle = write_bundle(_spec(), tmp_path / "bundle")
-    rule = yaml.safe_load((bundle.path / "k8s" / "prometheus-rule.yaml").read_text())
+    rule = yaml.safe_load((bundle.path / "alerts" / "prometheus-rule.yaml").read_text())
     plain = yaml.safe_load((bundle.path / "alerts" / "rules.yaml").read_text())
     assert (rule["apiVersion"], rule["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
     assert rule["metadata"]["namespace"] == "default" and rule["spec"] == plain == rule_groups(_spec())
@@ -185,13 +185,12 @@ def test_thresholds_and_durations_come_from_the_spec_and_survive_the_bundle(tmp_
     assert prometheus_rule(spec)["metadata"]["namespace"] == "models"
 
     bundle = write_bundle(spec, tmp_path / "bundle")
-    assert {"k8s/prometheus-rule.yaml", "k8s/kustomization.yaml", "alerts/rules.yaml", "reference-profile.json"} <= set(
-        bundle.files
-    )
-    kustomization = bundle.manifest("kustomization.yaml")
-    assert kustomization["resources"] == ["deployment.yaml", "service.yaml", "prometheus-rule.yaml"]
+    written = {"alerts/prometheus-rule.yaml", "base/kustomization.yaml", "alerts/rules.yaml", "reference-profile.json"}
+    assert written <= set(bundle.files)
+    # kept out of the overlays: they must apply on a cluster without the Prometheus Operator's CRDs
+    assert "prometheus-rule.yaml" not in bundle.manifest("kustomization.yaml")["resources"]
     readme = (bundle.path / "README.md").read_text()
-    assert "alerts/rules.yaml" in readme and "k8s/prometheus-rule.yaml" in readme and "0.25 s" in readme
+    assert "alerts/rules.yaml" in readme and "alerts/prometheus-rule.yaml" in readme and "0.25 s" in readme
     again = read_bundle(bundle.path)
     assert again.alerts == alerts and again.reference_profile == spec.reference_profile
     assert write_bundle(dataclasses.replace(again), tmp_path / "again").files == bundle.files

@@ -98,8 +98,11 @@ def test_written_bundle_has_everything_an_engineer_needs(tmp_path: Path) -> None
 
     bundle = write_bundle(_spec(), tmp_path / "iris" / "3")
     assert set(bundle.files) == {
-        "README.md", "gate-report.json", "handoff.json", "sbom.cdx.json", "k8s/deployment.yaml", "k8s/service.yaml",
-        "k8s/kustomization.yaml", "k8s/prometheus-rule.yaml", "alerts/rules.yaml",
+        "README.md", "gate-report.json", "handoff.json", "sbom.cdx.json",
+        *(f"base/{name}" for name in ("deployment.yaml", "service.yaml", "serviceaccount.yaml",
+                                      "networkpolicy.yaml", "pdb.yaml", "kustomization.yaml")),
+        "overlays/staging/kustomization.yaml", "overlays/production/kustomization.yaml",
+        "alerts/prometheus-rule.yaml", "alerts/rules.yaml",
     }
     handoff = bundle.handoff
     assert handoff["image"]["digest"] == DIGEST
@@ -109,7 +112,10 @@ def test_written_bundle_has_everything_an_engineer_needs(tmp_path: Path) -> None
     assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(sbom_text) is None
     components = {c["name"]: c for c in json.loads(sbom_text)["components"]}
     assert components["scikit-learn"]["purl"] == "pkg:pypi/scikit-learn@1.9.1"
-    assert "kubectl apply -f k8s/deployment.yaml" in (bundle.path / "README.md").read_text()
+    readme = (bundle.path / "README.md").read_text()
+    assert "kubectl apply -k overlays/production" in readme
+    assert f"kubectl rollout status deployment/{slug('Iris Classifier')} -n production" in readme
+    assert "shipyard rollback 'Iris Classifier' --reason" in readme
 
 
 def test_read_bundle_gives_back_the_spec_it_was_written_from(tmp_path: Path) -> None:
@@ -131,7 +137,7 @@ def test_rewriting_a_bundle_replaces_it_whole(tmp_path: Path) -> None:
     target = tmp_path / "iris" / "3"
     write_bundle(_spec(canary_weight=25, previous_image=OLD), target)
     bundle = write_bundle(_spec(), target)
-    assert "k8s/canary-deployment.yaml" not in bundle.files
+    assert "base/canary-deployment.yaml" not in bundle.files
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]
 
 

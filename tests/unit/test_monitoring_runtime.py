@@ -77,6 +77,21 @@ def test_the_window_holds_the_newest_rows_and_drift_follows_them(tmp_path: Path)
     assert set(monitor.compute().drifted_columns) == {"x", "plan"}
 
 
+def test_a_window_under_min_rows_is_not_measured(tmp_path: Path) -> None:
+    """One odd request must not read as drift: a 5-row window of a normal column measures far above 0.1."""
+    monitor = _monitor(tmp_path, min_rows=300)
+    monitor.observe(_rows(5, seed=4), 5, ["1"] * 5)
+    monitor._drain()
+    assert monitor.compute() is None and monitor.last is None
+    assert drift.compute_drift(_reference(), _rows(5, seed=4), threshold=0.1).drifted_columns  # what it would say
+    monitor.observe(_rows(400, seed=5), 400, ["1"] * 400)
+    monitor._drain()
+    result = monitor.compute()
+    assert result.rows == 405 and not result.drifted_columns
+    assert MonitorConfig.from_settings({"window_rows": 100, "min_rows": 500}, environ={}).min_rows == 100
+    assert MonitorConfig.from_settings({}, environ={"SHIPYARD_MONITOR_MIN_ROWS": "50"}).min_rows == 50
+
+
 def test_metrics_carry_the_version_labels_and_the_drift_of_each_column(tmp_path: Path) -> None:
     from prometheus_client import REGISTRY
 

@@ -121,6 +121,13 @@ class Settings(BaseSettings):
     monitor_window_rows: int = Field(
         10_000, ge=100, le=1_000_000, description="Rows of recent requests that drift is computed over, per worker."
     )
+    monitor_min_rows: int = Field(
+        200,
+        ge=1,
+        le=1_000_000,
+        description="Rows a worker's window must hold before drift is measured: on fewer, sampling noise alone "
+        "reads as drift.",
+    )
     monitor_interval_seconds: float = Field(
         10.0, ge=0.5, le=3600, description="Seconds between drift computations inside a model image."
     )
@@ -152,6 +159,52 @@ class Settings(BaseSettings):
     require_approval: bool = Field(False, description="An engineer must approve before champion moves.")
     gitops_repo: Path | None = Field(None, description="Git repository path that handoff bundles are committed to.")
     gitops_path: str = Field("deploy", description="Folder inside gitops_repo for handoff bundles.")
+    gitops_url: str | None = Field(
+        None,
+        description="URL Argo CD or Flux clone the GitOps repository from; with it, bundles hold an Argo CD "
+        "Application and a Flux Kustomization per overlay.",
+    )
+    gitops_revision: str = Field("main", description="Branch or tag of the GitOps repository the controllers follow.")
+    flux_source: str = Field("flux-system", description="Name of the Flux GitRepository holding gitops_url.")
+    argocd_project: str = Field("default", description="Argo CD project of the generated Applications.")
+    argocd_namespace: str = Field("argocd", description="Namespace Argo CD runs in.")
+    delivery: Literal["rolling", "argo-canary", "argo-bluegreen", "flagger"] = Field(
+        "rolling",
+        description="How traffic moves to a new version: a rolling update, an Argo Rollouts canary or "
+        "blue/green, or a Flagger canary, each with an analysis on the image's own metrics.",
+    )
+    canary_steps: list[Annotated[int, Field(ge=1, le=99)]] = Field(
+        default_factory=lambda: [10, 25, 50], description="Canary traffic weights (percent), in order."
+    )
+    canary_pause: str = Field("2m", description="Pause after each canary weight (a duration: 30s, 2m, 1h).")
+    analysis_interval: str = Field("1m", description="How often the rollout's analysis measures.")
+    analysis_count: int = Field(3, ge=1, le=100, description="Measurements per analysis run.")
+    analysis_failure_limit: int = Field(1, ge=0, le=100, description="Failed measurements before a rollback.")
+    analysis_window: str = Field("2m", description="Range the analysis queries compute rates over.")
+    analysis_max_error_ratio: float = Field(
+        0.01, gt=0, lt=1, description="Largest share of 5xx answers of /predict the analysis accepts."
+    )
+    analysis_checks: list[Literal["errors", "latency", "drift"]] | None = Field(
+        None,
+        description="What the analysis checks; default: errors, latency when the model has a latency gate, "
+        "drift when its reference profile is known.",
+    )
+    prometheus_url: str = Field(
+        "http://prometheus-operated.monitoring.svc:9090", description="Prometheus the rollout analysis queries."
+    )
+    deploy_namespace: str = Field("default", description="Namespace of the bundle's base objects.")
+    staging_namespace: str = Field("staging", description="Namespace of the staging overlay.")
+    production_namespace: str = Field("production", description="Namespace of the production overlay.")
+    staging_replicas: int = Field(1, ge=0, le=1000, description="Pods of the staging overlay.")
+    production_replicas: int = Field(2, ge=0, le=1000, description="Pods of the production overlay.")
+    deploy_resources: dict[str, str] = Field(
+        default_factory=lambda: {"cpu_request": "250m", "memory_request": "512Mi", "cpu_limit": "1",
+                                 "memory_limit": "1Gi"},
+        description="Requests and limits of a model pod (cpu_request, memory_request, cpu_limit, memory_limit).",
+    )
+    staging_resources: dict[str, str] | None = Field(
+        None, description="Requests and limits in the staging overlay; default: deploy_resources."
+    )
     approval_policy: Literal["one", "none"] = Field("one", description="Approvals required when require_approval is set.")
 
     @classmethod
@@ -167,11 +220,20 @@ class Settings(BaseSettings):
 
     def explicit_env(self) -> dict[str, str]:
         """The settings that differ from defaults, as ``SHIPYARD_*`` variables for child processes."""
+        import json
+
         env: dict[str, str] = {}
         for name, field in type(self).model_fields.items():
             value = getattr(self, name)
-            if value != field.default and value is not None:
-                env[ENV_PREFIX + name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+            if value == field.get_default(call_default_factory=True) or value is None:
+                continue
+            if isinstance(value, bool):
+                text = str(value).lower()
+            elif isinstance(value, list | dict):
+                text = json.dumps(value)  # how pydantic-settings reads complex values back
+            else:
+                text = str(value)
+            env[ENV_PREFIX + name.upper()] = text
         return env
 
 

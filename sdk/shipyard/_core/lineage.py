@@ -103,6 +103,8 @@ K8S_TRACK = "shipyard.io/track"
 K8S_MODEL = "shipyard.io/model"
 K8S_RUN_ID = "shipyard.io/mlflow-run-id"
 K8S_CANARY_WEIGHT = "shipyard.io/canary-weight"
+K8S_APP = "shipyard.io/app"  # on every pod of a model: Flagger rewrites app.kubernetes.io/name on its primary pods
+K8S_ENVIRONMENT = "shipyard.io/environment"  # the overlay (staging, production) an object was rendered for
 
 # -- artifact paths inside an MLflow run ------------------------------------------
 SOURCE_ARTIFACT = "lineage/flow_source.py"

@@ -132,6 +132,11 @@ class Workspace:
         return self.root / "promotions"
 
     @property
+    def local_deployments_dir(self) -> Path:
+        """What ``shipyard deploy local`` runs on this machine, a folder per model."""
+        return self.root / "deploy-local"
+
+    @property
     def spool_dir(self) -> Path:
         return self.root / "spool"
 

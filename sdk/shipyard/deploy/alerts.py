@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 _DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")  # Prometheus' duration grammar
 _ENDPOINT = "/predict"
+_REQUESTS = "bentoml_service_request_duration_seconds"  # BentoML's request histogram
 
 
 @dataclass(frozen=True)
@@ -97,17 +98,36 @@ def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _shipyard_selector(spec: HandoffSpec) -> str:
+def shipyard_selector(spec: HandoffSpec) -> str:
     return f"model={_quoted(spec.model_name)},version={_quoted(str(spec.version))}"
 
 
-def _bentoml_selector(spec: HandoffSpec) -> str:
+def bentoml_selector(spec: HandoffSpec) -> str:
     # service_version is the bento version, "v<model version>-<content hash>" (packaging.bento).
     return (
         f"service_name={_quoted(slug(spec.model_name))},"
         f"service_version=~{_quoted('v' + re.escape(str(spec.version)) + '-.*')},"
         f"endpoint={_quoted(_ENDPOINT)}"
     )
+
+
+def error_ratio_query(spec: HandoffSpec, window: str) -> str:
+    """Share of ``/predict`` answers of ``spec``'s version that were 5xx over ``window``: one series.
+
+    4xx answers (the client's fault) count as answers, not as errors. With no
+    request in the window the answer is empty (or NaN), never a passing 0.
+    """
+    bentoml = bentoml_selector(spec)
+    # BentoML creates a response code's series at its first such answer: no 5xx yet is a ratio of 0.
+    return (
+        f'(sum(rate({_REQUESTS}_count{{{bentoml},http_response_code=~"5.."}}[{window}])) or vector(0))'
+        f" / sum(rate({_REQUESTS}_count{{{bentoml}}}[{window}]))"
+    )
+
+
+def latency_p99_query(spec: HandoffSpec, window: str) -> str:
+    """The 99th percentile of ``/predict`` latency (seconds) of ``spec``'s version over ``window``: one series."""
+    return f"histogram_quantile(0.99, sum by (le) (rate({_REQUESTS}_bucket{{{bentoml_selector(spec)}}}[{window}])))"
 
 
 def measurements(spec: HandoffSpec) -> dict[str, str]:
@@ -118,19 +138,11 @@ def measurements(spec: HandoffSpec) -> dict[str, str]:
         'sum(rate(bentoml_service_request_duration_seconds_count{...,http_response_code=~"5.."}[5m])) / ...'
     """
     t = spec.alerts
-    shipyard, bentoml = _shipyard_selector(spec), _bentoml_selector(spec)
-    requests = "bentoml_service_request_duration_seconds_count"
+    shipyard = shipyard_selector(spec)
     return {
         "ShipyardDriftDetected": f"max by (model, version, column) (shipyard_drift_detected{{{shipyard}}})",
-        "ShipyardHighErrorRatio": (
-            # BentoML creates a response code's series at its first such answer: no 5xx yet is a ratio of 0.
-            f'(sum(rate({requests}{{{bentoml},http_response_code=~"5.."}}[{t.rate_window}])) or vector(0))'
-            f" / sum(rate({requests}{{{bentoml}}}[{t.rate_window}]))"
-        ),
-        "ShipyardHighLatencyP99": (
-            "histogram_quantile(0.99, sum by (le) "
-            f"(rate(bentoml_service_request_duration_seconds_bucket{{{bentoml}}}[{t.rate_window}])))"
-        ),
+        "ShipyardHighErrorRatio": error_ratio_query(spec, t.rate_window),
+        "ShipyardHighLatencyP99": latency_p99_query(spec, t.rate_window),
         "ShipyardMonitorDropped": (
             f"sum by (model, version) (increase(shipyard_monitor_dropped_total{{{shipyard}}}[{t.dropped_window}]))"
         ),

@@ -1,23 +1,37 @@
 """Handoff bundles: what an engineer deploys, reviews and keeps.
 
-A bundle is a directory per model version::
+A bundle is a directory per model version, laid out for GitOps (Kustomize)::
 
-    k8s/deployment.yaml          Deployment pinned to the image, non-root, probes, resources,
-                                 Prometheus scrape annotations
-    k8s/service.yaml             ClusterIP Service in front of it
-    k8s/canary-deployment.yaml   only with a canary weight: the new image beside the previous one
-    k8s/prometheus-rule.yaml     the version's alerts as a Prometheus Operator ``PrometheusRule``
-    k8s/kustomization.yaml       all of the above, for ``kubectl apply -k k8s/``
+    base/deployment.yaml         Deployment pinned to the image, non-root, read-only root filesystem,
+                                 probes, resources, Prometheus scrape annotations
+    base/service.yaml            ClusterIP Service in front of it
+    base/serviceaccount.yaml     the pods' ServiceAccount (no API token mounted)
+    base/networkpolicy.yaml      ingress to the model's port only
+    base/pdb.yaml                PodDisruptionBudget: a node drain leaves pods serving
+    base/canary-deployment.yaml  only with a canary weight (delivery ``rolling``): the new image beside the
+                                 previous one
+    base/<delivery>.yaml         the progressive delivery objects of the ``delivery`` setting (Argo Rollouts'
+                                 ``Rollout`` and ``AnalysisTemplate``, or Flagger's ``Canary`` and
+                                 ``MetricTemplate``), see :mod:`.delivery`
+    base/kustomization.yaml      all of the above; ``images:`` pins the image by digest
+    overlays/<name>/kustomization.yaml
+                                 ``staging`` and ``production``: only what differs (namespace, replicas,
+                                 resources); ``kubectl apply -k overlays/production``
+    argocd/<name>.yaml           an Argo CD ``Application`` per overlay   } with the ``gitops_url`` setting
+    flux/<name>.yaml             a Flux ``Kustomization`` per overlay     }
+    alerts/prometheus-rule.yaml  the version's alerts as a Prometheus Operator ``PrometheusRule`` (outside the
+                                 overlays, so they apply on clusters without the operator)
     alerts/rules.yaml            the same alerts as a plain Prometheus rule file (no operator)
     reference-profile.json       the reference profile the image measures drift against, when known
     handoff.json                 lineage (model digest included), image reference and id, gate verdicts,
-                                 overrides, approvals
+                                 overrides, approvals, delivery and its analysis queries
     gate-report.json             the model version's gate report
     sbom.cdx.json                CycloneDX SBOM of the image's Python packages
-    README.md                    how to deploy, check and roll back
+    README.md                    how to deploy, check and roll back, with the real names
 
-Manifests are validated against the Kubernetes API schema
-(``kubernetes-validate``) and the SBOM is written by ``cyclonedx-python-lib``.
+Core objects are validated against the Kubernetes API schema
+(``kubernetes-validate``, strict), custom resources against the schemas kept in
+:mod:`.delivery`, and the SBOM is written by ``cyclonedx-python-lib``.
 :func:`read_bundle` gives back the :class:`HandoffSpec` a bundle was written
 from, so a rollback or a review never re-parses the files by hand.
 
@@ -35,6 +49,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,13 +60,23 @@ from .._core.errors import DeployError
 from .._core.lineage import Lineage
 from .._core.workspace import slug
 from .alerts import AlertThresholds
+from .delivery import DeliverySpec
 
 KUBERNETES_VERSION = "1.30.0"
 SERVICE_PORT = 3000  # BentoML's HTTP port
 RULE_FILE = "prometheus-rule.yaml"
 REFERENCE_FILE = "reference-profile.json"
+BASE = "base"
+# the built-in kinds a bundle holds; every other kind is a custom resource
+CORE_KINDS = frozenset({"Deployment", "Service", "ServiceAccount", "NetworkPolicy", "PodDisruptionBudget"})
+OVERLAYS = "overlays"
+PRODUCTION = "production"
+# Where the model server writes at run time (BentoML's home, temporary files): emptyDir volumes, so the root
+# filesystem can stay read-only.
+WRITABLE_PATHS = {"tmp": "/tmp"}
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # the OCI distribution spec's tag grammar
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -60,6 +85,50 @@ class Resources:
     memory_request: str = "512Mi"
     cpu_limit: str = "1"
     memory_limit: str = "1Gi"
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """One environment of the bundle (``overlays/<name>/``): only what differs from the base."""
+
+    name: str
+    namespace: str
+    replicas: int
+    resources: Resources | None = None  # None: the base's
+
+    def __post_init__(self) -> None:
+        if not _DNS_LABEL.match(self.name) or not _DNS_LABEL.match(self.namespace):
+            raise DeployError(
+                f"Overlay {self.name!r} in namespace {self.namespace!r}: both must be DNS labels "
+                "(lower-case letters, digits and '-', at most 63).",
+                hint="Fix the deploy_namespace_* settings.",
+            )
+        if not 0 <= self.replicas <= 1000:
+            raise DeployError(f"Overlay {self.name!r}: replicas={self.replicas!r} must be between 0 and 1000.")
+
+
+DEFAULT_OVERLAYS = (Overlay("staging", "staging", 1), Overlay(PRODUCTION, PRODUCTION, 2))
+
+
+@dataclass(frozen=True)
+class GitOpsSource:
+    """Where a deployment controller reads this model's bundle: the GitOps repository's URL and folder.
+
+    Attributes:
+        url: the repository URL Argo CD or Flux clones (``gitops_url`` setting).
+        path: this model's folder in it (``<gitops_path>/<model slug>``).
+        revision: branch or tag the controller follows.
+        flux_source: name of the Flux ``GitRepository`` that holds ``url``.
+        argocd_project: Argo CD project of the ``Application`` objects.
+        argocd_namespace: namespace Argo CD runs in.
+    """
+
+    url: str
+    path: str
+    revision: str = "main"
+    flux_source: str = "flux-system"
+    argocd_project: str = "default"
+    argocd_namespace: str = "argocd"
 
 
 @dataclass(frozen=True)
@@ -81,6 +150,9 @@ class HandoffSpec:
             (``image`` is then ``image_repository:local_tag``).
         alerts: thresholds and ``for:`` durations of the bundle's alerting rules (:mod:`.alerts`).
         reference_profile: the reference profile frozen into the image, written as ``reference-profile.json``.
+        delivery: how traffic moves to the new version and what the analysis checks (:mod:`.delivery`).
+        overlays: the environments of ``overlays/`` (namespace, replicas, resources each).
+        gitops: where Argo CD or Flux read the bundle; None writes no ``argocd/`` or ``flux/`` objects.
     """
 
     model_name: str
@@ -102,6 +174,9 @@ class HandoffSpec:
     local_tag: str | None = None
     alerts: AlertThresholds = field(default_factory=AlertThresholds)
     reference_profile: dict[str, Any] | None = None
+    delivery: DeliverySpec = field(default_factory=DeliverySpec)
+    overlays: tuple[Overlay, ...] = DEFAULT_OVERLAYS
+    gitops: GitOpsSource | None = None
 
     @property
     def image(self) -> str:
@@ -116,6 +191,53 @@ class HandoffSpec:
         return slug(self.model_name)
 
 
+def _resources(values: Mapping[str, str], setting: str) -> Resources:
+    try:
+        return Resources(**values)
+    except TypeError as exc:
+        raise DeployError(
+            f"The {setting} setting {dict(values)} has an unknown key ({exc}).",
+            hint="Use cpu_request, memory_request, cpu_limit and memory_limit, e.g. {\"cpu_limit\": \"2\"}.",
+        ) from exc
+
+
+def deployment_settings(settings: Any, model_name: str) -> dict[str, Any]:
+    """The :class:`HandoffSpec` fields the project's settings decide (delivery, overlays, GitOps source, resources).
+
+    Raises:
+        DeployError: a setting would make an invalid bundle (an unknown resources key, a bad duration, ...).
+
+    Example:
+        >>> HandoffSpec(model_name="iris", ..., **deployment_settings(ws.settings, "iris"))    # doctest: +SKIP
+    """
+    s = settings
+    resources = _resources(s.deploy_resources, "deploy_resources")
+    staging = _resources(s.staging_resources, "staging_resources") if s.staging_resources else None
+    gitops = None
+    if s.gitops_url:
+        gitops = GitOpsSource(
+            url=s.gitops_url, path=f"{s.gitops_path.strip('/')}/{slug(model_name)}", revision=s.gitops_revision,
+            flux_source=s.flux_source, argocd_project=s.argocd_project, argocd_namespace=s.argocd_namespace,
+        )
+    return {
+        "namespace": s.deploy_namespace,
+        "resources": resources,
+        "replicas": s.production_replicas,
+        "overlays": (
+            Overlay("staging", s.staging_namespace, s.staging_replicas, staging),
+            Overlay(PRODUCTION, s.production_namespace, s.production_replicas),
+        ),
+        "gitops": gitops,
+        "delivery": DeliverySpec(
+            mode=s.delivery, steps=tuple(s.canary_steps), pause=s.canary_pause, interval=s.analysis_interval,
+            count=s.analysis_count, failure_limit=s.analysis_failure_limit, window=s.analysis_window,
+            max_error_ratio=s.analysis_max_error_ratio,
+            checks=tuple(s.analysis_checks) if s.analysis_checks is not None else None,
+            prometheus=s.prometheus_url,
+        ),
+    }
+
+
 @dataclass(frozen=True)
 class HandoffBundle:
     """A written bundle: its directory and the files in it."""
@@ -127,7 +249,7 @@ class HandoffBundle:
     def manifest(self, name: str) -> dict[str, Any]:
         import yaml
 
-        return yaml.safe_load((self.path / "k8s" / name).read_text())
+        return yaml.safe_load((self.path / BASE / name).read_text())
 
     @property
     def handoff(self) -> dict[str, Any]:
@@ -150,6 +272,17 @@ def _check(spec: HandoffSpec) -> None:
             f"The image for {spec.model_name} v{spec.version} runs as root (uid 0).",
             hint="Rebuild it with shipyard, which creates a non-root user.",
         )
+    if spec.canary_weight is not None and spec.delivery.mode != "rolling":
+        raise DeployError(
+            f"A canary weight ({spec.canary_weight} %) and delivery {spec.delivery.mode!r} both split traffic.",
+            hint="Drop --canary: the delivery's own steps (canary_steps setting) move the traffic.",
+        )
+    names_seen = [o.name for o in spec.overlays]
+    if PRODUCTION not in names_seen or len(set(names_seen)) != len(names_seen):
+        raise DeployError(
+            f"The bundle's overlays {names_seen} must be distinct and include {PRODUCTION!r}.",
+            hint="Keep the staging and production overlays the deploy_* settings describe.",
+        )
     if spec.canary_weight is not None:
         if not 0 < spec.canary_weight < 100:
             raise DeployError(f"Canary weight {spec.canary_weight} must be between 1 and 99 percent.")
@@ -160,13 +293,18 @@ def _check(spec: HandoffSpec) -> None:
             )
 
 
-def _labels(spec: HandoffSpec, track: str) -> dict[str, str]:
+def object_labels(spec: HandoffSpec) -> dict[str, str]:
+    """The labels of every object of a model version's bundle."""
     return {
         "app.kubernetes.io/name": spec.app,
         "app.kubernetes.io/version": slug(f"v{spec.version}"),
         "app.kubernetes.io/managed-by": "shipyard",
-        names.K8S_TRACK: track,
+        names.K8S_APP: spec.app,
     }
+
+
+def _labels(spec: HandoffSpec, track: str) -> dict[str, str]:
+    return {**object_labels(spec), names.K8S_TRACK: track}
 
 
 def _deployment(spec: HandoffSpec, *, name: str, image: str, replicas: int, track: str) -> dict[str, Any]:
@@ -199,6 +337,7 @@ def _deployment(spec: HandoffSpec, *, name: str, image: str, replicas: int, trac
                     },
                 },
                 "spec": {
+                    "serviceAccountName": spec.app,
                     "automountServiceAccountToken": False,
                     "securityContext": {
                         "runAsNonRoot": True,
@@ -224,14 +363,21 @@ def _deployment(spec: HandoffSpec, *, name: str, image: str, replicas: int, trac
                             },
                             "securityContext": {
                                 "allowPrivilegeEscalation": False,
+                                "readOnlyRootFilesystem": True,
                                 "capabilities": {"drop": ["ALL"]},
                             },
+                            "volumeMounts": [{"name": n, "mountPath": m} for n, m in WRITABLE_PATHS.items()],
                         }
                     ],
+                    "volumes": [{"name": n, "emptyDir": {"sizeLimit": "256Mi"}} for n in WRITABLE_PATHS],
                 },
             },
         },
     }
+
+
+def _rollout_owns_replicas(spec: HandoffSpec) -> bool:
+    return spec.delivery.mode in ("argo-canary", "argo-bluegreen")
 
 
 def manifests(spec: HandoffSpec) -> dict[str, dict[str, Any]]:
@@ -239,9 +385,11 @@ def manifests(spec: HandoffSpec) -> dict[str, dict[str, Any]]:
     _check(spec)
     objects: dict[str, dict[str, Any]] = {}
     if spec.canary_weight is None:
-        objects["deployment.yaml"] = _deployment(
-            spec, name=spec.app, image=spec.image, replicas=spec.replicas, track="stable"
-        )
+        # Under Argo Rollouts the Deployment only holds the pod template (the Rollout's workloadRef) and the
+        # Rollout owns the replicas; a Deployment with replicas would keep its own pods beside the Rollout's.
+        replicas = 0 if _rollout_owns_replicas(spec) else spec.replicas
+        objects["deployment.yaml"] = _deployment(spec, name=spec.app, image=spec.image, replicas=replicas,
+                                                 track="stable")
     else:
         # Plain Kubernetes splits traffic by pod count behind one Service.
         canary = max(1, round(spec.replicas * spec.canary_weight / (100 - spec.canary_weight)))
@@ -254,15 +402,44 @@ def manifests(spec: HandoffSpec) -> dict[str, dict[str, Any]]:
         objects["canary-deployment.yaml"]["metadata"]["annotations"][names.K8S_CANARY_WEIGHT] = str(
             spec.canary_weight
         )
-    objects["service.yaml"] = {
+    meta = {"namespace": spec.namespace, "labels": object_labels(spec)}
+    pods = {"matchLabels": {names.K8S_APP: spec.app}}  # every pod of the model, whichever controller made it
+    if spec.delivery.mode != "flagger":
+        # Flagger makes the model's Services itself (and rewrites this one's selector): a Git copy would fight it.
+        # Under Argo Rollouts blue/green this is the active Service.
+        objects["service.yaml"] = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": spec.app, **meta},
+            "spec": {
+                "type": "ClusterIP",
+                "selector": {"app.kubernetes.io/name": spec.app},
+                "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+            },
+        }
+    objects["serviceaccount.yaml"] = {
         "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": spec.app, "namespace": spec.namespace, "labels": {"app.kubernetes.io/name": spec.app}},
+        "kind": "ServiceAccount",
+        "metadata": {"name": spec.app, **meta},
+        "automountServiceAccountToken": False,
+    }
+    # Only the model's port is reachable (predictions, probes and Prometheus' scrape share it).
+    objects["networkpolicy.yaml"] = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": spec.app, **meta},
         "spec": {
-            "type": "ClusterIP",
-            "selector": {"app.kubernetes.io/name": spec.app},
-            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+            "podSelector": pods,
+            "policyTypes": ["Ingress"],
+            "ingress": [{"ports": [{"protocol": "TCP", "port": SERVICE_PORT}]}],
         },
+    }
+    # maxUnavailable (not minAvailable) so a one-replica overlay can still be drained.
+    objects["pdb.yaml"] = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": spec.app, **meta},
+        "spec": {"maxUnavailable": 1, "selector": pods},
     }
     return objects
 
@@ -326,16 +503,23 @@ def write_bundle(spec: HandoffSpec, directory: Path) -> HandoffBundle:
 
     from .alerts import prometheus_rule, rule_groups
 
-    objects = manifests(spec)
-    for obj in objects.values():
-        validate_manifest(obj)
-    # A custom resource: kubernetes-validate knows only the core kinds, so it is not validated with them.
+    from . import delivery
+
+    base = {**manifests(spec), **delivery.delivery_objects(spec)}
+    gitops = delivery.gitops_objects(spec)
     rule = prometheus_rule(spec)
-    kustomization = {
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "resources": [*objects, RULE_FILE],
-    }
+    for obj in (*base.values(), *gitops.values(), rule):
+        # kubernetes-validate knows only the core kinds; the CRDs' schemas are in the package
+        if obj["kind"] in CORE_KINDS:
+            validate_manifest(obj)
+        else:
+            delivery.validate_custom(obj)
+    checks = delivery.checks(spec) if spec.delivery.mode != "rolling" else []
+    tree: dict[str, Any] = {f"{BASE}/{name}": obj for name, obj in base.items()}
+    tree[f"{BASE}/kustomization.yaml"] = _base_kustomization(spec, base)
+    for overlay in spec.overlays:
+        tree[f"{OVERLAYS}/{overlay.name}/kustomization.yaml"] = _overlay_kustomization(spec, overlay)
+    tree.update(gitops)
     handoff = {
         "model": {"name": spec.model_name, "version": spec.version},
         "image": {"repository": spec.image_repository, "digest": spec.image_digest, "reference": spec.image,
@@ -360,24 +544,29 @@ def write_bundle(spec: HandoffSpec, directory: Path) -> HandoffBundle:
             "namespace": spec.namespace,
         },
         "alerts": asdict(spec.alerts),
+        "delivery": {
+            **spec.delivery.to_dict(),
+            "analysis": [{"name": c.name, "query": c.query, "success_condition": c.condition()} for c in checks],
+        },
+        "overlays": [asdict(o) for o in spec.overlays],
+        "gitops": asdict(spec.gitops) if spec.gitops else None,
         "kubernetes_version": KUBERNETES_VERSION,
     }
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     try:
-        (staging / "k8s").mkdir()
-        for name, obj in objects.items():
-            (staging / "k8s" / name).write_text(yaml.safe_dump(obj, sort_keys=False))
-        (staging / "k8s" / RULE_FILE).write_text(yaml.safe_dump(rule, sort_keys=False))
-        (staging / "k8s" / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+        for name, obj in tree.items():
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            (staging / name).write_text(yaml.safe_dump(obj, sort_keys=False))
         (staging / "alerts").mkdir()
+        (staging / "alerts" / RULE_FILE).write_text(yaml.safe_dump(rule, sort_keys=False))
         (staging / "alerts" / "rules.yaml").write_text(yaml.safe_dump(rule_groups(spec), sort_keys=False))
         if spec.reference_profile is not None:
             (staging / REFERENCE_FILE).write_text(json.dumps(spec.reference_profile, indent=2, sort_keys=True) + "\n")
         (staging / "handoff.json").write_text(json.dumps(handoff, indent=2, sort_keys=True, default=str) + "\n")
         (staging / "gate-report.json").write_text(json.dumps(dict(spec.gate_report), indent=2, default=str) + "\n")
         (staging / "sbom.cdx.json").write_text(sbom(spec))
-        (staging / "README.md").write_text(_readme(spec, objects))
+        (staging / "README.md").write_text(_readme(spec))
         if directory.exists():
             shutil.rmtree(directory)
         staging.rename(directory)
@@ -388,7 +577,45 @@ def write_bundle(spec: HandoffSpec, directory: Path) -> HandoffBundle:
     return HandoffBundle(directory, files, spec.image)
 
 
-def _readme(spec: HandoffSpec, objects: Mapping[str, Any]) -> str:
+def _base_kustomization(spec: HandoffSpec, base: Mapping[str, Any]) -> dict[str, Any]:
+    # images: pins the digest for tools that rewrite it (`kustomize edit set image`, image updaters); the
+    # Deployment names the same reference, so `kubectl apply -f` of a single file is pinned too.
+    pin = {"newTag": spec.local_tag} if spec.local_tag else {"digest": spec.image_digest}
+    return {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": list(base),
+        "images": [{"name": spec.image_repository, **pin}],
+    }
+
+
+def _overlay_kustomization(spec: HandoffSpec, overlay: Overlay) -> dict[str, Any]:
+    owner = "Rollout" if _rollout_owns_replicas(spec) else "Deployment"
+    patches = [_patch(owner, spec.app, "/spec/replicas", overlay.replicas)]
+    if overlay.resources is not None:
+        r = overlay.resources
+        resources = {"requests": {"cpu": r.cpu_request, "memory": r.memory_request},
+                     "limits": {"cpu": r.cpu_limit, "memory": r.memory_limit}}
+        patches.append(_patch("Deployment", spec.app, "/spec/template/spec/containers/0/resources", resources))
+    return {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "namespace": overlay.namespace,
+        "resources": [f"../../{BASE}"],
+        "labels": [{"pairs": {names.K8S_ENVIRONMENT: overlay.name}, "includeSelectors": False}],
+        "patches": patches,
+    }
+
+
+def _patch(kind: str, name: str, path: str, value: Any) -> dict[str, Any]:
+    """A kustomize JSON 6902 patch replacing one field of one object."""
+    return {"target": {"kind": kind, "name": name},
+            "patch": json.dumps([{"op": "replace", "path": path, "value": value}])}
+
+
+def _readme(spec: HandoffSpec) -> str:
+    from . import delivery
+
     verdict = spec.gate_report.get("verdict", "unknown")
     a = spec.alerts
     lines = [
@@ -412,13 +639,17 @@ def _readme(spec: HandoffSpec, objects: Mapping[str, Any]) -> str:
         "",
         "## Deploy",
         "",
+        "Each overlay is the base (`base/`) with its own namespace, replicas and resources:",
+        "",
         "```bash",
-        *(f"kubectl apply -f k8s/{name}" for name in objects),
-        f"kubectl rollout status deployment/{spec.app} -n {spec.namespace}",
+        *(f"kubectl apply -k {OVERLAYS}/{o.name}    # namespace {o.namespace}, {o.replicas} replica(s)"
+          for o in spec.overlays),
         "```",
         "",
-        f"With the Prometheus Operator installed, `kubectl apply -k k8s/` applies these and `k8s/{RULE_FILE}`.",
+        f"Where the Prometheus Operator runs, also `kubectl apply -f alerts/{RULE_FILE}` (namespace "
+        f"{spec.namespace}; it is kept out of the overlays so they apply on clusters without the operator).",
         "",
+        *delivery.readme_lines(spec),
         "## Check",
         "",
         f"Readiness: `GET /readyz`; liveness: `GET /livez`; metrics: `GET /metrics` on port {SERVICE_PORT}.",
@@ -427,7 +658,7 @@ def _readme(spec: HandoffSpec, objects: Mapping[str, Any]) -> str:
         "",
         "## Alerts",
         "",
-        f"`k8s/{RULE_FILE}` (a `PrometheusRule`, for the Prometheus Operator) and `alerts/rules.yaml` (the same",
+        f"`alerts/{RULE_FILE}` (a `PrometheusRule`, for the Prometheus Operator) and `alerts/rules.yaml` (the same",
         "rules for a Prometheus without the operator: list it under `rule_files:`) alert on:",
         "",
         f"- `ShipyardDriftDetected` (warning): an input column drifted, for {a.drift_for};",
@@ -448,8 +679,12 @@ def _readme(spec: HandoffSpec, objects: Mapping[str, Any]) -> str:
         ),
         "## Roll back",
         "",
-        f"`shipyard rollback {spec.model_name}` moves `champion` back and regenerates this bundle for the",
-        "previous version.",
+        "```bash",
+        f"shipyard rollback {shlex.quote(spec.model_name)} --reason '...'",
+        "```",
+        "",
+        "moves `champion` back to the previous version and rewrites its bundle (committed to the GitOps",
+        "repository when one is configured, so the controller rolls back too).",
         "",
     ]
     return "\n".join(lines)
@@ -472,7 +707,14 @@ def read_bundle(directory: Path) -> HandoffSpec:
         image, deployment = dict(handoff["image"]), handoff["deployment"]
         reference_path = directory / REFERENCE_FILE
         reference = json.loads(reference_path.read_text(encoding="utf-8")) if reference_path.is_file() else None
-    except (OSError, ValueError, KeyError) as exc:
+        delivery = {k: v for k, v in handoff.get("delivery", {}).items() if k != "analysis"}
+        overlays = tuple(
+            Overlay(o["name"], o["namespace"], int(o["replicas"]),
+                    Resources(**o["resources"]) if o.get("resources") else None)
+            for o in handoff.get("overlays") or ()
+        ) or DEFAULT_OVERLAYS
+        gitops = GitOpsSource(**handoff["gitops"]) if handoff.get("gitops") else None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DeployError(
             f"{directory} holds no readable handoff bundle ({type(exc).__name__}: {exc}).",
             hint="Promote the version again with shipyard.promote() to write its bundle.",
@@ -497,4 +739,7 @@ def read_bundle(directory: Path) -> HandoffSpec:
         namespace=deployment["namespace"],
         alerts=AlertThresholds(**handoff.get("alerts", {})),
         reference_profile=reference,
+        delivery=DeliverySpec.from_dict(delivery),
+        overlays=overlays,
+        gitops=gitops,
     )

@@ -73,6 +73,7 @@ class MonitorConfig:
 
     enabled: bool = True
     window_rows: int = 10_000
+    min_rows: int = 200
     interval_seconds: float = 10.0
     queue_rows: int = 100_000
     threshold: float = 0.1
@@ -88,7 +89,7 @@ class MonitorConfig:
     def from_settings(cls, settings: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> MonitorConfig:
         """The packaged ``settings``, with what the container's environment overrides at start.
 
-        ``SHIPYARD_MONITORING``, ``SHIPYARD_MONITOR_WINDOW_ROWS``,
+        ``SHIPYARD_MONITORING``, ``SHIPYARD_MONITOR_WINDOW_ROWS``, ``SHIPYARD_MONITOR_MIN_ROWS``,
         ``SHIPYARD_MONITOR_INTERVAL_SECONDS``, ``SHIPYARD_CAPTURE``,
         ``SHIPYARD_CAPTURE_DIR``, ``SHIPYARD_CAPTURE_SAMPLE_RATE`` and
         ``SHIPYARD_CAPTURE_SALT`` (a secret for hashing sensitive columns the same
@@ -103,6 +104,7 @@ class MonitorConfig:
         for name, convert in (
             ("monitoring", _flag),
             ("monitor_window_rows", int),
+            ("monitor_min_rows", int),
             ("monitor_interval_seconds", float),
             ("capture", _flag),
             ("capture_dir", str),
@@ -116,11 +118,14 @@ class MonitorConfig:
                 value = convert(raw)
             except ValueError as exc:
                 raise ValueError(f"SHIPYARD_{name.upper()}={raw!r} is not valid: {exc}") from None
-            key = {"monitoring": "enabled", "monitor_window_rows": "window_rows",
+            key = {"monitoring": "enabled", "monitor_window_rows": "window_rows", "monitor_min_rows": "min_rows",
                    "monitor_interval_seconds": "interval_seconds"}.get(name, name)
             values[key] = value
         config = cls(**values)
-        if config.window_rows < 1 or config.interval_seconds <= 0 or not 0 < config.capture_sample_rate <= 1:
+        # a window smaller than min_rows would never be measured: the whole window is the minimum then
+        config = replace(config, min_rows=min(config.min_rows, config.window_rows))
+        if config.window_rows < 1 or config.min_rows < 1 or config.interval_seconds <= 0 \
+                or not 0 < config.capture_sample_rate <= 1:
             raise ValueError(f"monitoring settings out of range: {config}")
         return config if config.capture_salt else replace(config, capture_salt=secrets.token_hex(16))
 
@@ -295,10 +300,16 @@ class Monitor:
         return out, predictions
 
     def compute(self) -> Any:
-        """Drift of the current window against the reference; updates the gauges. None while the window is empty."""
+        """Drift of the current window against the reference; updates the gauges.
+
+        None while the window holds fewer than ``min_rows`` rows: a handful of
+        rows differs from any reference by chance alone, and a gauge set from
+        them would page someone (or fail a canary) for nothing. Until then the
+        drift gauges are absent, not 0.
+        """
         from .drift import compute_drift
 
-        if not self._window_rows:
+        if self._window_rows < max(1, self.config.min_rows):
             return None
         columns, predictions = self.window()
         if self.reference.get("prediction") is None:

@@ -248,6 +248,7 @@ def build_bento(model_version: Any, *, say: Callable[[str], None] | None = None)
                 monitor={
                     "enabled": settings.monitoring,
                     "window_rows": settings.monitor_window_rows,
+                    "min_rows": min(settings.monitor_min_rows, settings.monitor_window_rows),
                     "interval_seconds": settings.monitor_interval_seconds,
                     "queue_rows": settings.monitor_queue_rows,
                     "threshold": settings.drift_threshold,

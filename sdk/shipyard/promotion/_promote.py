@@ -352,7 +352,7 @@ def _bundle(ctx: StageContext) -> BundleWritten:
 
 def handoff_spec(ctx: StageContext) -> Any:
     """The :class:`~shipyard.deploy.handoff.HandoffSpec` of this promotion, from the earlier stages' outputs."""
-    from ..deploy.handoff import HandoffSpec
+    from ..deploy.handoff import HandoffSpec, deployment_settings
 
     inputs: PromotionInputs = ctx.inputs
     registered, image, pushed = _registered(ctx), ctx.output("image"), ctx.output("push")
@@ -388,6 +388,7 @@ def handoff_spec(ctx: StageContext) -> Any:
         canary_weight=inputs.canary_weight,
         previous_image=_champion_image(inputs) if inputs.canary_weight is not None else None,
         reference_profile=_reference_profile(ctx.output("bento")),
+        **deployment_settings(inputs.workspace.settings, inputs.model),
     )
 
 
@@ -526,6 +527,7 @@ def promote(
     if to not in _TARGETS:
         raise PromotionError(f"Unknown promotion target {to!r}.", hint=f"Use one of: {', '.join(_TARGETS)}.")
     ws = workspace or current_workspace()
+    _check_handoff_settings(ws, canary_weight)
     inputs = resolve_inputs(
         candidate, ws, model_name=model_name, model=model, target=to, reason=reason, holdout=holdout,
         canary_weight=canary_weight, allow_retired=allow_retired,
@@ -560,6 +562,27 @@ def promote(
         target=to, image=promotion.image, bundle=str(promotion.bundle_path),
     )
     return promotion
+
+
+def _check_handoff_settings(ws: Workspace, canary_weight: int | None) -> None:
+    """Refuse settings that would fail the bundle or GitOps stage before anything is built.
+
+    Raises:
+        DeployError: a delivery or deployment setting is invalid, a canary weight is combined with a
+            progressive delivery, or ``gitops_repo`` is not a git work tree.
+    """
+    from ..deploy.gitops import check_repository
+    from ..deploy.handoff import deployment_settings
+
+    settings = ws.settings
+    chosen = deployment_settings(settings, "model")  # the model name only names the GitOps folder
+    if canary_weight is not None and chosen["delivery"].mode != "rolling":
+        raise DeployError(
+            f"--canary {canary_weight} and delivery {chosen['delivery'].mode!r} both split traffic.",
+            hint="Drop --canary: the delivery's own steps (canary_steps setting) move the traffic.",
+        )
+    if settings.gitops_repo is not None:
+        check_repository(settings.gitops_repo)
 
 
 def resolve_inputs(candidate: Any, ws: Workspace, *, model_name: str | None, model: str, **options: Any) -> PromotionInputs:

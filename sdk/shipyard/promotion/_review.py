@@ -85,8 +85,10 @@ def rollback(model: str, reason: str, *, workspace: Workspace | None = None) -> 
 
     Like a promotion, the aliases move last: the previous champion's bundle is
     rewritten from its recorded handoff (so it pins that version's image
-    digest) and committed to the GitOps repository first; a failure there
-    leaves ``champion`` and ``previous`` where they were.
+    digest) and committed to the GitOps repository first, in one commit; a
+    failure there leaves ``champion`` and ``previous`` where they were. When
+    ``shipyard deploy local`` serves the model, the rolled-back bundle is
+    played there too.
     """
     from .. import registry
     from ..deploy.handoff import read_bundle, write_bundle
@@ -111,6 +113,10 @@ def rollback(model: str, reason: str, *, workspace: Workspace | None = None) -> 
     point_current(ws, model, bundle.path)
     audit.append("model.rollback", workspace=ws, model=model, champion=swap.champion.version,
                  previous=swap.previous.version if swap.previous else None, reason=reason, image=bundle.image)
+    from ..deploy import local
+
+    # A model served here by `shipyard deploy local` follows its champion, as a cluster's controller would.
+    local.replay(ws, model, bundle.path)
     return swap
 
 
