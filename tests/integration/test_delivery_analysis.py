@@ -6,7 +6,8 @@ version. Here they run as Argo Rollouts runs them: an instant query on
 Prometheus' HTTP API (``/api/v1/query``), its first sample compared with the
 check's threshold. The model (``flows/faulty_model.py``) is logged, gated
 (a blocking ``latency_p99_ms <= 1000`` threshold, so a latency check exists),
-registered and packaged with shipyard; its one image runs three times, healthy,
+registered, packaged and pushed to a local registry with shipyard; its one
+image runs by its registry digest three times, healthy,
 failing every fourth call (``FAULT_RATE``: a ``RuntimeError``, which the
 service answers with a 500) and slowed (``SLOW_SECONDS`` above the budget),
 each scraped by its own Prometheus every second. What this proves:
@@ -49,6 +50,7 @@ from shipyard.monitoring.serving import INLINE_MAX_ROWS
 from tests.docker_support import ServedImage, docker_cli
 from tests.monitoring_support import predict_body, project_env
 from tests.prometheus_support import PrometheusServer
+from tests.registry_support import local_registry  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.docker
 T = TypeVar("T")
@@ -89,8 +91,10 @@ class ModelImage:
 
 
 @pytest.fixture(scope="module")
-def model_image(base_image: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelImage]:
-    """Log, gate, register and package the faulty model; the HandoffSpec as promotion builds it from that."""
+def model_image(
+    base_image: Any, local_registry: Any, tmp_path_factory: pytest.TempPathFactory  # noqa: F811
+) -> Iterator[ModelImage]:
+    """Log, gate, register, package and push the faulty model; the HandoffSpec as promotion builds it from that."""
     import shipyard
     from shipyard import registry
     from shipyard.deploy.delivery import DeliverySpec
@@ -122,14 +126,17 @@ def model_image(base_image: Any, tmp_path_factory: pytest.TempPathFactory) -> It
     finally:
         sys.path.remove(str(project))
         sys.modules.pop(MODEL_FILE.stem, None)
+    from shipyard.deploy.push import push_image
+
     image = packaged.image
     repository, _, tag = image.tag.rpartition(":")
+    # pinned as a cluster pins it: the registry's digest, which the containers below are started by
+    pushed = push_image(image.tag, local_registry.address, repository=repository, tag=tag)
     spec = HandoffSpec(  # the fields promotion's handoff_spec() fills from the same stages' outputs
         model_name=module.MODEL_NAME,
         version=str(version.version),
-        image_repository=repository,
-        image_digest=image.image_id,
-        local_tag=tag,
+        image_repository=pushed.repository,
+        image_digest=pushed.digest,
         run_as_user=int(image.user.split(":")[0]),
         lineage=packaged.bento.lineage,
         gate_report=report.to_dict(),
@@ -137,9 +144,10 @@ def model_image(base_image: Any, tmp_path_factory: pytest.TempPathFactory) -> It
         delivery=DeliverySpec(window=WINDOW),
     )
     try:
-        yield ModelImage(image.tag, spec, module)
+        yield ModelImage(spec.image, spec, module)
     finally:
-        subprocess.run([docker_cli(), "rmi", "-f", image.tag], capture_output=True, check=False)
+        subprocess.run([docker_cli(), "rmi", "-f", image.tag, f"{pushed.repository}:{tag}"], capture_output=True,
+                       check=False)
 
 
 @pytest.fixture(scope="module")

@@ -193,7 +193,7 @@ def test_one_digest_everywhere_and_a_bundle_reference_docker_resolves(promoted: 
     assert handoff["lineage"]["model_sha256"] == expected
     reference = handoff["image"]["reference"]
     assert reference == promotion.image
-    deployment = (promotion.bundle_path / "k8s" / "deployment.yaml").read_text()
+    deployment = (promotion.bundle_path / "base" / "deployment.yaml").read_text()
     assert f"image: {reference}" in deployment
 
     # the pinned reference resolves, to the image the bundle records, which carries the same digest

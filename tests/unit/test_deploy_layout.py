@@ -166,6 +166,9 @@ def test_bad_deployment_settings_are_typed_errors() -> None:
         deployment_settings(Settings(staging_namespace="Staging_NS"), "iris")
     with pytest.raises(shipyard.DeployError):
         deployment_settings(Settings(canary_pause="two minutes"), "iris")
+    with pytest.raises(shipyard.DeployError, match="1.30.0"):
+        deployment_settings(Settings(kubernetes_version="1.99"), "iris")
+    assert deployment_settings(Settings(kubernetes_version="1.33.0"), "iris")["kubernetes_version"] == "1.33.0"
     with pytest.raises(shipyard.DeployError, match="latency"):
         write_bundle(dataclasses.replace(_spec(), delivery=DeliverySpec(mode="argo-canary", checks=("latency",))),
                      Path("/nonexistent/never-written"))

@@ -192,6 +192,9 @@ class Settings(BaseSettings):
     prometheus_url: str = Field(
         "http://prometheus-operated.monitoring.svc:9090", description="Prometheus the rollout analysis queries."
     )
+    kubernetes_version: str = Field(
+        "1.30.0", description="Kubernetes version the bundle's core objects are validated against (strict)."
+    )
     deploy_namespace: str = Field("default", description="Namespace of the bundle's base objects.")
     staging_namespace: str = Field("staging", description="Namespace of the staging overlay.")
     production_namespace: str = Field("production", description="Namespace of the production overlay.")

@@ -153,6 +153,7 @@ class HandoffSpec:
         delivery: how traffic moves to the new version and what the analysis checks (:mod:`.delivery`).
         overlays: the environments of ``overlays/`` (namespace, replicas, resources each).
         gitops: where Argo CD or Flux read the bundle; None writes no ``argocd/`` or ``flux/`` objects.
+        kubernetes_version: the Kubernetes version core objects are validated against.
     """
 
     model_name: str
@@ -177,6 +178,7 @@ class HandoffSpec:
     delivery: DeliverySpec = field(default_factory=DeliverySpec)
     overlays: tuple[Overlay, ...] = DEFAULT_OVERLAYS
     gitops: GitOpsSource | None = None
+    kubernetes_version: str = KUBERNETES_VERSION
 
     @property
     def image(self) -> str:
@@ -211,6 +213,7 @@ def deployment_settings(settings: Any, model_name: str) -> dict[str, Any]:
         >>> HandoffSpec(model_name="iris", ..., **deployment_settings(ws.settings, "iris"))    # doctest: +SKIP
     """
     s = settings
+    check_kubernetes_version(s.kubernetes_version)
     resources = _resources(s.deploy_resources, "deploy_resources")
     staging = _resources(s.staging_resources, "staging_resources") if s.staging_resources else None
     gitops = None
@@ -220,6 +223,7 @@ def deployment_settings(settings: Any, model_name: str) -> dict[str, Any]:
             flux_source=s.flux_source, argocd_project=s.argocd_project, argocd_namespace=s.argocd_namespace,
         )
     return {
+        "kubernetes_version": s.kubernetes_version,
         "namespace": s.deploy_namespace,
         "resources": resources,
         "replicas": s.production_replicas,
@@ -444,10 +448,23 @@ def manifests(spec: HandoffSpec) -> dict[str, dict[str, Any]]:
     return objects
 
 
+def check_kubernetes_version(version: str) -> None:
+    """Raise :class:`DeployError` unless kubernetes-validate has the schemas of Kubernetes ``version``."""
+    from kubernetes_validate.utils import all_versions
+
+    known = sorted(set(all_versions()), key=lambda v: tuple(int(p) for p in v.split(".")))
+    if version not in known:
+        raise DeployError(
+            f"Kubernetes {version!r} is not a version the bundle can be validated against.",
+            hint=f"Set kubernetes_version to one of {', '.join(known)}.",
+        )
+
+
 def validate_manifest(obj: Mapping[str, Any], version: str = KUBERNETES_VERSION) -> None:
     """Validate one object against the Kubernetes API schema (strict: unknown fields fail)."""
     import kubernetes_validate
 
+    check_kubernetes_version(version)
     try:
         kubernetes_validate.validate(dict(obj), version, strict=True)
     except kubernetes_validate.ValidationError as exc:
@@ -511,7 +528,7 @@ def write_bundle(spec: HandoffSpec, directory: Path) -> HandoffBundle:
     for obj in (*base.values(), *gitops.values(), rule):
         # kubernetes-validate knows only the core kinds; the CRDs' schemas are in the package
         if obj["kind"] in CORE_KINDS:
-            validate_manifest(obj)
+            validate_manifest(obj, spec.kubernetes_version)
         else:
             delivery.validate_custom(obj)
     checks = delivery.checks(spec) if spec.delivery.mode != "rolling" else []
@@ -550,7 +567,7 @@ def write_bundle(spec: HandoffSpec, directory: Path) -> HandoffBundle:
         },
         "overlays": [asdict(o) for o in spec.overlays],
         "gitops": asdict(spec.gitops) if spec.gitops else None,
-        "kubernetes_version": KUBERNETES_VERSION,
+        "kubernetes_version": spec.kubernetes_version,
     }
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
@@ -742,4 +759,5 @@ def read_bundle(directory: Path) -> HandoffSpec:
         delivery=DeliverySpec.from_dict(delivery),
         overlays=overlays,
         gitops=gitops,
+        kubernetes_version=str(handoff.get("kubernetes_version") or KUBERNETES_VERSION),
     )
