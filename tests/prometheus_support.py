@@ -48,6 +48,35 @@ def require_prometheus() -> str:
     pytest.skip(reason)
 
 
+def promtool() -> str:
+    """The promtool binary (Debian's prometheus package); skips, or fails when Docker tests are required."""
+    found = shutil.which("promtool")
+    if found:
+        return found
+    reason = "promtool is missing; `make test` installs Debian's prometheus package (scripts/setup-system.sh)"
+    if os.environ.get(REQUIRE_ENV):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+def bentoml_series(service: str, version: str, code: str, per_minute: int, *, seconds_bucket: str,
+                   buckets: tuple[str, ...], samples: int, extra_labels: str = "") -> list[dict[str, str]]:
+    """``promtool test rules`` input series of BentoML's ``/predict`` request histogram: ``per_minute``
+    requests a minute answered ``code``, all in the bucket ``le=seconds_bucket``, for ``samples`` minutes."""
+    labels = (
+        f'endpoint="/predict",http_response_code="{code}",service_name="{service}",service_version="{version}",'
+        f'instance="10.0.0.7:3000"{extra_labels}'
+    )
+    name = "bentoml_service_request_duration_seconds"
+    series = [{"series": f"{name}_count{{{labels}}}", "values": f"0+{per_minute}x{samples}"}]
+    for le in (*buckets, "+Inf"):
+        inside = le == "+Inf" or float(le) >= float(seconds_bucket)
+        series.append(
+            {"series": f'{name}_bucket{{{labels},le="{le}"}}', "values": f"0+{per_minute if inside else 0}x{samples}"}
+        )
+    return series
+
+
 class PrometheusServer:
     """A Prometheus process with its configuration, rule files and storage in ``root``; stopped on exit."""
 

@@ -10,8 +10,6 @@ version of the same model.
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from shipyard._core.lineage import Lineage
 from shipyard._core.workspace import slug
 from shipyard.deploy.alerts import AlertThresholds, measurements, prometheus_rule, rule_groups
 from shipyard.deploy.handoff import HandoffSpec, read_bundle, write_bundle
+from tests.prometheus_support import bentoml_series, promtool
 
 NAME, VERSION = "Iris Classifier", "3"
 SERVICE = slug(NAME)
@@ -42,34 +41,14 @@ def _spec(**overrides) -> HandoffSpec:
     return HandoffSpec(**values)
 
 
-def _promtool() -> str:
-    found = shutil.which("promtool")
-    if found:
-        return found
-    reason = "promtool is missing; `make test` installs Debian's prometheus package (scripts/setup-system.sh)"
-    if os.environ.get("SHIPYARD_REQUIRE_DOCKER"):
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
-
-
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([_promtool(), *args], check=False, capture_output=True, text=True, timeout=60)
+    return subprocess.run([promtool(), *args], check=False, capture_output=True, text=True, timeout=60)
 
 
 def _bento(version: str, code: str, per_minute: int, *, seconds_bucket: str = "5") -> list[dict[str, str]]:
-    """Series of BentoML's request histogram for /predict: ``per_minute`` requests a minute, all <= seconds_bucket."""
-    labels = (
-        f'endpoint="/predict",http_response_code="{code}",runner_name="{SERVICE}",'
-        f'service_name="{SERVICE}",service_version="{version}",instance="10.0.0.7:3000",job="models"'
-    )
-    name = "bentoml_service_request_duration_seconds"
-    series = [{"series": f"{name}_count{{{labels}}}", "values": f"0+{per_minute}x40"}]
-    for le in ("0.5", "1", "2.5", "5", "+Inf"):
-        inside = float(le) >= float(seconds_bucket)
-        series.append(
-            {"series": f'{name}_bucket{{{labels},le="{le}"}}', "values": f"0+{per_minute if inside else 0}x40"}
-        )
-    return series
+    return bentoml_series(SERVICE, version, code, per_minute, seconds_bucket=seconds_bucket,
+                          buckets=("0.5", "1", "2.5", "5"), samples=40,
+                          extra_labels=f',runner_name="{SERVICE}",job="models"')
 
 
 def _shipyard(metric: str, values: str, version: str = VERSION, **labels: str) -> dict[str, str]:

@@ -7,8 +7,6 @@ import copy
 import dataclasses
 import json
 import math
-import os
-import shutil
 import subprocess
 from importlib.resources import files
 from pathlib import Path
@@ -20,6 +18,7 @@ from shipyard._core.lineage import Lineage
 from shipyard._core.workspace import slug
 from shipyard.deploy import delivery
 from shipyard.deploy.alerts import prometheus_rule
+from tests.prometheus_support import bentoml_series, promtool
 from shipyard.deploy.delivery import (
     CHECKS,
     MODES,
@@ -276,27 +275,9 @@ def test_queries_select_only_the_new_version() -> None:
     assert "[5m]" in checks(_spec(window="5m"))[0].query
 
 
-def _promtool() -> str:
-    found = shutil.which("promtool")
-    if found:
-        return found
-    reason = "promtool is missing; `make test` installs Debian's prometheus package (scripts/setup-system.sh)"
-    if os.environ.get("SHIPYARD_REQUIRE_DOCKER"):
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
-
-
 def _bento(version: str, code: str, per_minute: int, seconds_bucket: str = "0.1") -> list[dict[str, str]]:
-    """BentoML's request histogram for /predict: ``per_minute`` requests a minute, all in ``seconds_bucket``."""
-    labels = (f'endpoint="/predict",http_response_code="{code}",service_name="{APP}",'
-              f'service_version="{version}",instance="10.0.0.7:3000"')
-    name = "bentoml_service_request_duration_seconds"
-    series = [{"series": f"{name}_count{{{labels}}}", "values": f"0+{per_minute}x20"}]
-    for le in ("0.1", "0.5", "1", "+Inf"):
-        inside = le == "+Inf" or float(le) >= float(seconds_bucket)
-        series.append({"series": f'{name}_bucket{{{labels},le="{le}"}}',
-                       "values": f"0+{per_minute if inside else 0}x20"})
-    return series
+    return bentoml_series(APP, version, code, per_minute, seconds_bucket=seconds_bucket, buckets=("0.1", "0.5", "1"),
+                          samples=20)
 
 
 def _promql_test(tmp_path: Path, series: list[dict], expected: list[tuple[str, list[float]]]) -> None:
@@ -305,7 +286,7 @@ def _promql_test(tmp_path: Path, series: list[dict], expected: list[tuple[str, l
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(
         {"rule_files": [], "evaluation_interval": "1m",
          "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": tests}]}))
-    out = subprocess.run([_promtool(), "test", "rules", str(tmp_path / "test.yaml")],
+    out = subprocess.run([promtool(), "test", "rules", str(tmp_path / "test.yaml")],
                          check=False, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
 

@@ -628,7 +628,8 @@ def readme_lines(spec: HandoffSpec) -> list[str]:
             else:
                 lines += [
                     f"kubectl argo rollouts get rollout {app} -n {n} --watch",
-                    f"kubectl argo rollouts promote {app} -n {n}    # skip the remaining steps",
+                    f"kubectl argo rollouts promote {app} -n {n}    # "
+                    + ("skip the remaining steps" if d.mode == "argo-canary" else "switch to the new pods now"),
                     f"kubectl argo rollouts abort {app} -n {n}      # back to the stable version",
                 ]
         lines += ["```", ""]

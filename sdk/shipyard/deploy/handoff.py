@@ -50,6 +50,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -500,7 +501,10 @@ def sbom(spec: HandoffSpec) -> str:
                 bom_ref=f"pkg:pypi/{name.lower()}@{version}",
             )
         )
-    return JsonV1Dot6(bom).output_as_string(indent=2)
+    with warnings.catch_warnings():
+        # the image is the BOM's subject and its packages are not a dependency graph: nothing to warn about
+        warnings.filterwarnings("ignore", message=".*no defined dependencies.*", category=UserWarning)
+        return JsonV1Dot6(bom).output_as_string(indent=2)
 
 
 def write_bundle(spec: HandoffSpec, directory: Path) -> HandoffBundle:
