@@ -522,9 +522,8 @@ def write_bundle(spec: HandoffSpec, directory: Path) -> HandoffBundle:
 
     import yaml
 
-    from .alerts import prometheus_rule, rule_groups
-
     from . import delivery
+    from .alerts import prometheus_rule, rule_groups
 
     base = {**manifests(spec), **delivery.delivery_objects(spec)}
     gitops = delivery.gitops_objects(spec)
