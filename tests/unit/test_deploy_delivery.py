@@ -89,7 +89,7 @@ def test_argo_canary_steps_services_and_analysis() -> None:
     assert canary["steps"] == [{"setWeight": 20}, {"pause": {"duration": "1m"}}, analysis,
                                {"setWeight": 50}, {"pause": {"duration": "1m"}}, analysis]
     for name in ("service-canary.yaml", "service-stable.yaml"):
-        assert objects[name]["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http"}]
+        assert objects[name]["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
     template = objects["analysis-template.yaml"]
     assert template["metadata"]["name"] == f"{APP}-analysis"
     metrics = template["spec"]["metrics"]

@@ -345,16 +345,9 @@ def _meta(spec: HandoffSpec, name: str) -> dict[str, Any]:
 
 
 def _service(spec: HandoffSpec, name: str) -> dict[str, Any]:
-    # Argo Rollouts adds the rollouts-pod-template-hash of its ReplicaSet to these selectors.
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _meta(spec, name),
-        "spec": {
-            "selector": {"app.kubernetes.io/name": spec.app},
-            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
-        },
-    }
+    from .handoff import service
+
+    return service(spec, name)
 
 
 def _analysis_template(spec: HandoffSpec, analysis: list[Check]) -> dict[str, Any]:

@@ -381,6 +381,24 @@ def _deployment(spec: HandoffSpec, *, name: str, image: str, replicas: int, trac
     }
 
 
+def service(spec: HandoffSpec, name: str) -> dict[str, Any]:
+    """A ClusterIP Service ``name`` in front of every pod of the model (port 80 to the pods' ``http`` port).
+
+    The base Service and the ones a delivery adds (canary, stable, preview) are all this; Argo Rollouts adds
+    its ReplicaSet's ``rollouts-pod-template-hash`` to the selectors of the ones it manages.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": spec.namespace, "labels": object_labels(spec)},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {"app.kubernetes.io/name": spec.app},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
 def _rollout_owns_replicas(spec: HandoffSpec) -> bool:
     return spec.delivery.mode in ("argo-canary", "argo-bluegreen")
 
@@ -412,16 +430,7 @@ def manifests(spec: HandoffSpec) -> dict[str, dict[str, Any]]:
     if spec.delivery.mode != "flagger":
         # Flagger makes the model's Services itself (and rewrites this one's selector): a Git copy would fight it.
         # Under Argo Rollouts blue/green this is the active Service.
-        objects["service.yaml"] = {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": spec.app, **meta},
-            "spec": {
-                "type": "ClusterIP",
-                "selector": {"app.kubernetes.io/name": spec.app},
-                "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
-            },
-        }
+        objects["service.yaml"] = service(spec, spec.app)
     objects["serviceaccount.yaml"] = {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
