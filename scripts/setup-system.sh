@@ -12,6 +12,7 @@ command -v git >/dev/null 2>&1 || need+=(git)
 [[ -x /usr/bin/prometheus ]] || need+=(prometheus)             # real Prometheus (and promtool) for alerting tests
 [[ -x /usr/bin/podman ]] || need+=(podman)                     # `shipyard deploy local`: podman kube play
 [[ -x /usr/bin/catatonit ]] || need+=(catatonit)               # the init of podman's pods
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)  # a team tracking server's database
 
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then

@@ -124,6 +124,10 @@ MONITOR_AT = "shipyard.monitor.at"
 MONITOR_DRIFTED = "shipyard.monitor.drifted"  # comma-separated drifting columns ("" when none)
 MONITOR_OF_VERSION = "shipyard.monitor.of"  # run tag of a monitoring run: "name/version" it watched
 
+# -- the audit log's mirror: registered-model tags naming the last audit line about the model --
+AUDIT_SEQ = "shipyard.audit.seq"
+AUDIT_HASH = "shipyard.audit.hash"
+
 # -- retraining: run and model-version tags written by `shipyard retrain` on the run it started --
 RETRAIN_FROM = "shipyard.retrain.from"  # "name/version" whose recorded flow was run again
 RETRAIN_DATA = "shipyard.retrain.data"  # absolute path of the data the flow was given
