@@ -20,10 +20,10 @@ test: venv system base-image
 # Python environment: the package (editable) with its test tools. Bytecode is
 # compiled at install time, so imports stay fast where writing .pyc is disabled.
 venv: $(STAMP)
-$(STAMP): pyproject.toml extensions/mlflow-shipyard/pyproject.toml
+$(STAMP): pyproject.toml extensions/mlflow-shipyard/pyproject.toml extensions/metaflow-shipyard/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check uv
-	$(UV) pip install --python $(PY) --compile-bytecode --quiet -e '.[dev]' -e extensions/mlflow-shipyard
+	$(UV) pip install --python $(PY) --compile-bytecode --quiet -e '.[dev]' -e extensions/mlflow-shipyard -e extensions/metaflow-shipyard
 	touch $@
 
 # System packages and services the tests use (apt when missing, as root).

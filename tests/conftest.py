@@ -11,6 +11,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The Metaflow card (metaflow-shipyard) costs each step of a flow a drawing process, about a second: the suite's
+# many flow runs leave it off, for module fixtures (here) and each test (_isolated_settings) alike; the extension's
+# own tests, which clear it, run their flows with it.
+CARD_OFF = ("SHIPYARD_METAFLOW_CARD", "false")
+os.environ[CARD_OFF[0]] = CARD_OFF[1]
+
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups into the test ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -54,6 +60,7 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in list(os.environ):
         if name.startswith("SHIPYARD_") and not name.startswith("SHIPYARD_REQUIRE_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv(CARD_OFF[0], CARD_OFF[1])
     reset_workspace()
     yield
     reset_workspace()

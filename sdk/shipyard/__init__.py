@@ -75,12 +75,16 @@ _LAZY: dict[str, str] = {
     "reject": ".promotion",
     "rollback": ".promotion",
     "retire": ".promotion",
+    "model_card": ".promotion._card",
     # production: drift back into MLflow, and the same flow on new data
     "monitor": ".production",
     "retrain": ".production",
+    # the same flow on a cron schedule, on the cluster
+    "schedule": ".flows._schedule",
+    "ScheduledFlow": ".flows._schedule",
 }
 
-_SUBMODULES = frozenset({"tracking", "flows", "cli", "gates", "registry", "packaging", "deploy", "promotion", "production", "widgets"})
+_SUBMODULES = frozenset({"audit", "tracking", "flows", "cli", "gates", "registry", "packaging", "deploy", "promotion", "production", "widgets"})
 
 __all__ = sorted([*_LAZY, *_errors.__all__, "__version__"])
 
@@ -96,10 +100,12 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; the map above is what runs
     from ._interactive import run
     from .deploy import smoke
     from .flows import FlowRun, RunResult, run_async, track
+    from .flows._schedule import ScheduledFlow, schedule
     from .gates import GateReport, check, gate
     from .packaging import build_base_image, package
     from .production import monitor, retrain
     from .promotion import Promotion, approve, promote, reject, retire, review, rollback
+    from .promotion._card import model_card
     from .registry import model_versions
     from .tracking import (
         TrackedRun,

@@ -91,6 +91,7 @@ def test_explicit_env_round_trips_lists_and_mappings(monkeypatch) -> None:
     """A child process (a flow step, the panel's worker) reads back exactly the settings its parent had."""
     from shipyard._core.config import Settings
 
+    monkeypatch.delenv("SHIPYARD_METAFLOW_CARD")  # the suite's own choice (tests/conftest.py)
     assert Settings().explicit_env() == {}  # defaults made by a factory are defaults too
     chosen = Settings(canary_steps=[5, 50], analysis_checks=["errors"], capture_sensitive=["email"],
                       deploy_resources={"cpu_request": "1", "memory_request": "1Gi", "cpu_limit": "2",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import shipyard
-from shipyard.flows._cell import flow_script, tracked_in_source
+from shipyard.flows._cell import flow_script, starts_a_flow, tracked_in_source
 
 
 def _cell(text: str) -> str:
@@ -243,3 +243,28 @@ class A(FlowSpec):
 )
 def test_whether_a_flow_file_is_tracked_is_read_from_its_text(source: str, tracked: bool | None) -> None:
     assert tracked_in_source(source).tracked is tracked
+
+
+@pytest.mark.parametrize(
+    ("ending", "starts"),
+    [
+        ('\nif __name__ == "__main__":\n    A()\n', True),
+        ("\nif '__main__' == __name__:\n    A()\n", True),
+        ("\nA()\n", True),
+        ("", False),
+        ('\nif __name__ == "__main__":\n    pass\n', False),
+        # something else is called: it cannot tell (a flow starting itself through shipyard.run is told apart later)
+        ('\nif __name__ == "__main__":\n    shipyard.run(__file__)\n', None),
+    ],
+)
+def test_whether_a_flow_file_starts_its_flow_is_read_from_its_text(ending: str, starts: bool) -> None:
+    assert starts_a_flow(TRACKED + ending) is starts
+
+
+def test_running_a_flow_file_that_never_starts_its_flow_is_refused_at_once(workspace, tmp_path: Path) -> None:
+    # Metaflow's runner would wait forever for a flow that never starts
+    path = tmp_path / "no_main.py"
+    path.write_text(TRACKED)
+    with pytest.raises(shipyard.FlowError, match="never starts it") as raised:
+        shipyard.run(path)
+    assert 'if __name__ == "__main__":\n    A()' in raised.value.hint

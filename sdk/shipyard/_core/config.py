@@ -81,6 +81,12 @@ class Settings(BaseSettings):
         description="MLflow tracking URI (e.g. http://mlflow:5000); default: sqlite store in the workspace.",
     )
     registry_uri: str | None = Field(None, description="MLflow registry URI; default: the tracking URI.")
+    artifact_root: str | None = Field(
+        None,
+        description="Where new experiments keep their artifacts (e.g. s3://bucket/prefix), written to directly "
+        "by each client; default: the workspace (embedded store) or the tracking server's own store.",
+        pattern=r"^[a-z][a-z0-9+.-]*://\S+$",
+    )
     experiment: str | None = Field(None, description="MLflow experiment; default: the flow's name.")
     author: str | None = Field(None, description="Who is acting, for audit records; default: the OS user.")
     flush_interval: float = Field(0.2, gt=0, le=60, description="Seconds between metric batch flushes.")
@@ -89,6 +95,11 @@ class Settings(BaseSettings):
     )
     batch_size: int = Field(1000, ge=1, le=1000, description="Metrics per log_batch call (MLflow caps it at 1000).")
     mlflow_ui_url: str | None = Field(None, description="Link to an MLflow UI, shown by the panel.")
+    metaflow_card: bool = Field(
+        True,
+        description="Give every step of a tracked flow the `shipyard` Metaflow card when the metaflow-shipyard "
+        "extension is installed (each card costs Metaflow a drawing process, about a second, per step).",
+    )
     base_image: str | None = Field(
         None, description="Registry base image for model images; default: the locally built base image."
     )
@@ -155,6 +166,25 @@ class Settings(BaseSettings):
     )
     capture_sensitive_mode: Literal["hash", "drop"] = Field(
         "hash", description="What capture does with sensitive columns: a salted SHA-256, or leave them out."
+    )
+    attributions: bool = Field(
+        True,
+        description="Checks with a holdout compute the candidate's permutation feature importance on it and "
+        "store it on the run (shipyard/attributions.json, a bar plot, a section of the gate report).",
+    )
+    attribution_method: Literal["permutation", "shap"] = Field(
+        "permutation", description="permutation (any model), or shap for tree models (needs shipyard[shap])."
+    )
+    attribution_max_rows: int = Field(
+        2000, ge=50, le=1_000_000, description="Holdout rows attributions use at most (a seeded sample)."
+    )
+    attribution_repeats: int = Field(5, ge=1, le=100, description="Permutations per feature.")
+    attribution_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Time budget of the attributions of one check: one predict is timed, then repeats and rows "
+        "are lowered to fit.",
     )
     require_approval: bool = Field(False, description="An engineer must approve before champion moves.")
     gitops_repo: Path | None = Field(None, description="Git repository path that handoff bundles are committed to.")

@@ -65,6 +65,8 @@ MLFLOW_SOURCE_NAME = "mlflow.source.name"
 MLFLOW_SOURCE_TYPE = "mlflow.source.type"
 MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
 MLFLOW_GIT_REPO_URL = "mlflow.source.git.repoURL"
+# and the one it writes: the run description MLflow's UI shows (Markdown), a summary of gates or drift
+MLFLOW_NOTE = "mlflow.note.content"
 
 # -- gates -----------------------------------------------------------------------
 GATE_PREFIX = "shipyard.gate."
@@ -112,8 +114,14 @@ ENV_LOCK_ARTIFACT = "lineage/requirements.lock.txt"
 DATASET_ARTIFACT_DIR = "datasets"
 GATES_ARTIFACT_DIR = "shipyard/gates"
 GATES_CHECKS_ARTIFACT_DIR = "shipyard/gates/checks"  # one folder per check: its own report and data
+ATTRIBUTIONS_ARTIFACT = "shipyard/attributions.json"  # on the candidate's run: feature attributions at gate time
+ATTRIBUTIONS_PLOT_ARTIFACT = "shipyard/attributions.png"  # their bar plot
 REFERENCE_ARTIFACT = "monitoring/reference_profile.json"  # on the model's run: what production is held against
 MONITOR_ARTIFACT_DIR = "monitoring"  # on a monitoring run: drift.json, drift.html
+# the model card (shipyard.model_card) on the version's run, and what the flow declared for it
+MODEL_CARD_ARTIFACT = "shipyard/model_card.md"
+MODEL_CARD_HTML_ARTIFACT = "shipyard/model_card.html"
+MODEL_CARD_SPEC_ARTIFACT = "shipyard/model_card_spec.json"  # @shipyard.track(card=...) and MODEL_CARD.md
 
 # -- monitoring: model-version tags written by `shipyard monitor` (and run tags of its runs) --
 REFERENCE_TAG = "shipyard.reference.fingerprint"  # version tag: the reference profile's fingerprint

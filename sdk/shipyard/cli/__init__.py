@@ -23,7 +23,9 @@ import click
 from shipyard import ShipyardError
 
 # modules that add commands to the group; a later module's command replaces an earlier one of the same name
-_COMMAND_MODULES = ("runs", "gates", "packaging", "promotion", "deploy", "monitoring", "retrain", "project", "audit")
+_COMMAND_MODULES = (
+    "runs", "gates", "packaging", "promotion", "deploy", "monitoring", "retrain", "schedule", "project", "audit", "card"
+)
 _PROJECT_DIR_ENV = "SHIPYARD_PROJECT_DIR"  # shipyard._core.config.PROJECT_DIR_ENV, not imported: --help stays cheap
 
 

@@ -48,10 +48,9 @@ def verify(no_mirror: bool, as_json: bool) -> None:
     """Check every line's hash, order and place, and each model's MLflow mirror; exit 1 on any finding."""
     from dataclasses import asdict
 
-    from .._core import audit as log
-    from .._core.workspace import current_workspace
+    from shipyard import audit as log
 
-    result = log.verify(workspace=current_workspace(), mirror=not no_mirror)
+    result = log.verify(mirror=not no_mirror)
     if as_json:
         click.echo(json.dumps({"ok": result.ok, "path": str(result.path), "lines": result.lines,
                                "unchained": result.unchained, "problems": [asdict(p) for p in result.problems],
@@ -77,10 +76,9 @@ def show(model: str, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .._core import audit as log
-    from .._core.workspace import current_workspace
+    from shipyard import audit as log
 
-    records = [r for r in log.read(workspace=current_workspace()) if r.get("model") == model]
+    records = [r for r in log.read() if r.get("model") == model]
     if as_json:
         for record in records:
             click.echo(json.dumps(record))

@@ -26,35 +26,34 @@ def promote(candidate: str, target: str, model_name: str | None, reason: str | N
             canary_weight: int | None, allow_retired: bool) -> None:
     """Promote CANDIDATE (an MLflow run id or NAME/VERSION): gates → … → champion."""
     result = shipyard.promote(candidate, to=target, model_name=model_name, reason=reason,
-                              canary_weight=canary_weight, allow_retired=allow_retired)
+                              canary_weight=canary_weight, allow_retired=allow_retired, progress=_progress())
     click.echo(f"{result.model} v{result.version}: {result.status}")
     if result.image:
         click.echo(f"image   {result.image}")
     if result.bundle_path:
         click.echo(f"bundle  {result.bundle_path}")
-    if result.status == "awaiting_approval":
-        click.echo(f"next    shipyard review {result.model}/{result.version}; shipyard approve {result.model}/{result.version} -m '...'")
 
 
 @click.command()
 @click.argument("ref")
-@click.option("--json", "as_json", is_flag=True, help="Print the review as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the review as JSON (the diff under explicit keys).")
 def review(ref: str, as_json: bool) -> None:
     """Everything an engineer needs to decide on REF (NAME/VERSION or NAME@ALIAS)."""
     from dataclasses import asdict
-
-    from rich.console import Console
-    from rich.table import Table
 
     r = shipyard.review(ref)
     if as_json:
         click.echo(json.dumps(asdict(r), indent=2, default=str))
         return
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     flags = ", ".join(r.aliases) or "no alias"
-    console.print(f"[bold]{r.model} v{r.version}[/]  ({flags}{', RETIRED' if r.retired else ''})  champion: v{r.champion}")
-    _kv(console, "lineage", {k: v for k, v in r.lineage.items()})
-    gates = Table(title=f"gates · verdict {r.gates.get('verdict')}")
+    champion = f"champion v{r.champion}" if r.champion else "no champion yet"
+    console.print(f"[bold]{r.model} v{r.version}[/]  ({flags}{', RETIRED' if r.retired else ''})  {champion}")
+    _kv(console, "lineage", r.lineage)
+    gates = Table(title=f"gates · verdict {r.gates.get('verdict') or 'not checked'}")
     for column in ("gate", "status", "blocking", "message"):
         gates.add_column(column, overflow="fold")
     for g in r.gates.get("results", []):
@@ -63,10 +62,98 @@ def review(ref: str, as_json: bool) -> None:
     console.print(gates)
     if r.gates.get("override"):
         _kv(console, "override", r.gates["override"])
-    _kv(console, "image", {k: v for k, v in r.image.items() if k != "labels"})
+    image = {k: v for k, v in r.image.items() if k != "labels"}
+    _kv(console, "image", image) if image else console.print("image: not built yet")
     if r.diff:
-        _kv(console, f"diff against champion v{r.champion}", r.diff)
+        _print_diff(console, r.diff)
+    elif r.champion == r.version:
+        console.print(f"diff: v{r.version} is the champion; nothing to compare with")
+    else:
+        console.print("diff: no champion to compare with")
     _kv(console, "review", r.review or {"state": "not reviewed"})
+
+
+def _print_diff(console: Any, diff: dict[str, Any]) -> None:
+    """Every value of the diff under a column that names its version."""
+    from rich.table import Table
+
+    old, new = f"champion v{diff['champion']}", f"candidate v{diff['candidate']}"
+    console.rule(f"diff against champion v{diff['champion']}")
+
+    def table(title: str, *columns: str) -> Any:
+        t = Table(title=title)
+        for i, column in enumerate(columns):
+            t.add_column(column, justify="right" if i else "left", overflow="fold")
+        return t
+
+    metrics = table("metrics", "metric", old, new, "delta")
+    for name, row in diff["metrics"].items():
+        metrics.add_row(name, _num(row["champion"]), _num(row["candidate"]), _num(row["delta"], signed=True))
+    console.print(metrics if diff["metrics"] else "metrics: none logged on either version")
+
+    added, removed = diff["requirements"]["added"], diff["requirements"]["removed"]
+    if added or removed:
+        requirements = table("requirements", "requirement", old, new)
+        for req in removed:
+            requirements.add_row(req, "yes", "removed")
+        for req in added:
+            requirements.add_row(req, "-", "added")
+        console.print(requirements)
+    else:
+        console.print("requirements: the same on both versions")
+
+    schema = diff["input_schema"]
+    if schema["changed"] is None:
+        console.print(f"input schema: could not be read for the {' and the '.join(schema['unreadable'])}")
+    elif schema["changed"]:
+        columns = table("input schema", "column", old, new)
+        for column in schema["removed"]:
+            columns.add_row(column, "present", "removed")
+        for column in schema["added"]:
+            columns.add_row(column, "-", "added")
+        for column, types in schema["retyped"].items():
+            columns.add_row(column, types["champion"], types["candidate"])
+        console.print(columns)
+    else:
+        console.print("input schema: the same on both versions")
+
+    size = diff["image_size_bytes"]
+    if size["champion"] is None and size["candidate"] is None:
+        console.print("image size: neither version has an image yet")
+    else:
+        sizes = table("image size", "", old, new, "delta")
+        sizes.add_row("size_bytes", _size(size["champion"]), _size(size["candidate"]), _size(size["delta"], signed=True))
+        console.print(sizes)
+
+    attributions = diff["attributions"]
+    if not attributions["features"]:
+        missing = [side for side, there in attributions["recorded"].items() if not there]
+        console.print(f"attributions: no attributions recorded for the {' and the '.join(missing)}")
+    else:
+        shares = table("attributions (share of total importance)", "feature", f"{old} share", f"{new} share",
+                       "change")
+        for row in attributions["features"]:
+            shares.add_row(row["feature"], _pct(row["champion"]), _pct(row["candidate"]),
+                           _pct(row["change"], signed=True))
+        console.print(shares)
+
+
+def _num(value: Any, *, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.4g}" if signed else f"{value:.4g}"
+
+
+def _pct(value: float | None, *, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:+.1f} pts" if signed else f"{100 * value:.1f} %"
+
+
+def _size(value: int | None, *, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1e6:+.1f} MB" if signed else f"{value / 1e6:.1f} MB"
 
 
 @click.command()
@@ -81,9 +168,10 @@ def approve(ref: str, comment: str) -> None:
 @click.command()
 @click.argument("ref")
 @click.option("-m", "--comment", required=True, help="What must change.")
-def reject(ref: str, comment: str) -> None:
+@click.option("--force", is_flag=True, help="Reject the serving champion too (it keeps serving; recorded as forced).")
+def reject(ref: str, comment: str, force: bool) -> None:
     """Reject REF; promotions of it stop with your comment."""
-    record = shipyard.reject(ref, comment)
+    record = shipyard.reject(ref, comment, force=force)
     click.echo(f"rejected {ref} by {record['by']}")
 
 
@@ -91,7 +179,11 @@ def reject(ref: str, comment: str) -> None:
 @click.argument("model")
 @click.option("--reason", required=True, help="Why you roll back (recorded).")
 def rollback(model: str, reason: str) -> None:
-    """Move MODEL's champion back to its previous version and regenerate the handoff bundle."""
+    """Move MODEL's champion back to its previous version and regenerate the handoff bundle.
+
+    A rollback goes back one champion; right after one, a second is refused (it would serve the version
+    just rolled back from again): promote the version you want instead.
+    """
     swap = shipyard.rollback(model, reason)
     click.echo(f"{model}: champion v{swap.champion.version}, previous v{swap.previous.version if swap.previous else '-'}")
 
@@ -103,6 +195,34 @@ def retire(ref: str, reason: str) -> None:
     """Remove REF's aliases and mark it retired; it cannot be promoted again without --allow-retired."""
     version = shipyard.retire(ref, reason)
     click.echo(f"retired {version}")
+
+
+def _progress() -> Any:
+    """One line per stage on stderr (a spinner while it runs, on a terminal).
+
+    A failed stage's line carries no text: the command prints the error right
+    after it, and a reason said twice reads as two failures.
+    """
+    import sys
+
+    running: list[Any] = []
+
+    def show(event: Any) -> None:
+        while running:
+            running.pop().stop()
+        if event.state == "started":
+            if sys.stderr.isatty():
+                from rich.console import Console
+
+                running.append(Console(stderr=True).status(f"[{event.index + 1}/{event.total}] {event.title} …"))
+                running[0].start()
+            return
+        mark = {"done": "✓", "reused": "↺", "failed": "✗", "waiting": "…"}[event.state]
+        timing = f" {event.seconds:.1f}s" if event.state == "done" else ""
+        note = " (reused)" if event.state == "reused" else f" — {event.message}" if event.state == "waiting" else ""
+        click.echo(f"{mark} [{event.index + 1}/{event.total}] {event.title}{timing}{note}", err=True)
+
+    return show
 
 
 def _kv(console: Any, title: str, values: dict[str, Any]) -> None:

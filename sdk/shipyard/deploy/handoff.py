@@ -27,6 +27,8 @@ A bundle is a directory per model version, laid out for GitOps (Kustomize)::
                                  overrides, approvals, delivery and its analysis queries
     gate-report.json             the model version's gate report
     sbom.cdx.json                CycloneDX SBOM of the image's Python packages
+    model-card.md, model-card.html
+                                 the version's model card (Markdown, and one self-contained HTML page), when given
     README.md                    how to deploy, check and roll back, with the real names
 
 Core objects are validated against the Kubernetes API schema
@@ -67,6 +69,7 @@ KUBERNETES_VERSION = "1.30.0"
 SERVICE_PORT = 3000  # BentoML's HTTP port
 RULE_FILE = "prometheus-rule.yaml"
 REFERENCE_FILE = "reference-profile.json"
+MODEL_CARD_FILES = ("model-card.md", "model-card.html")  # written by shipyard.promotion's model card
 BASE = "base"
 # the built-in kinds a bundle holds; every other kind is a custom resource
 CORE_KINDS = frozenset({"Deployment", "Service", "ServiceAccount", "NetworkPolicy", "PodDisruptionBudget"})
@@ -155,6 +158,7 @@ class HandoffSpec:
         overlays: the environments of ``overlays/`` (namespace, replicas, resources each).
         gitops: where Argo CD or Flux read the bundle; None writes no ``argocd/`` or ``flux/`` objects.
         kubernetes_version: the Kubernetes version core objects are validated against.
+        model_card: file name (one of ``MODEL_CARD_FILES``) -> its text; empty writes no model card.
     """
 
     model_name: str
@@ -180,6 +184,7 @@ class HandoffSpec:
     overlays: tuple[Overlay, ...] = DEFAULT_OVERLAYS
     gitops: GitOpsSource | None = None
     kubernetes_version: str = KUBERNETES_VERSION
+    model_card: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def image(self) -> str:
@@ -595,6 +600,9 @@ def write_bundle(spec: HandoffSpec, directory: Path) -> HandoffBundle:
         (staging / "handoff.json").write_text(json.dumps(handoff, indent=2, sort_keys=True, default=str) + "\n")
         (staging / "gate-report.json").write_text(json.dumps(dict(spec.gate_report), indent=2, default=str) + "\n")
         (staging / "sbom.cdx.json").write_text(sbom(spec))
+        for name in MODEL_CARD_FILES:
+            if name in spec.model_card:
+                (staging / name).write_text(spec.model_card[name], encoding="utf-8")
         (staging / "README.md").write_text(_readme(spec))
         if directory.exists():
             shutil.rmtree(directory)
@@ -684,6 +692,12 @@ def _readme(spec: HandoffSpec) -> str:
         f"Readiness: `GET /readyz`; liveness: `GET /livez`; metrics: `GET /metrics` on port {SERVICE_PORT}.",
         "Lineage, gate results and approvals are in `handoff.json`; the image's Python packages in",
         "`sbom.cdx.json` (CycloneDX).",
+        *(
+            ["The model card (intended use, limitations, data, metrics, gates, approvals) is `model-card.md`,",
+             "and `model-card.html` as one page with its figures."]
+            if spec.model_card
+            else []
+        ),
         "",
         "## Alerts",
         "",
@@ -743,6 +757,8 @@ def read_bundle(directory: Path) -> HandoffSpec:
             for o in handoff.get("overlays") or ()
         ) or DEFAULT_OVERLAYS
         gitops = GitOpsSource(**handoff["gitops"]) if handoff.get("gitops") else None
+        card = {name: (directory / name).read_text(encoding="utf-8")
+                for name in MODEL_CARD_FILES if (directory / name).is_file()}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DeployError(
             f"{directory} holds no readable handoff bundle ({type(exc).__name__}: {exc}).",
@@ -772,4 +788,5 @@ def read_bundle(directory: Path) -> HandoffSpec:
         overlays=overlays,
         gitops=gitops,
         kubernetes_version=str(handoff.get("kubernetes_version") or KUBERNETES_VERSION),
+        model_card=card,
     )

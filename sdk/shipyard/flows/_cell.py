@@ -125,6 +125,37 @@ class SourceTracking:
     flows: tuple[str, ...]
 
 
+def is_main_guard(stmt: ast.stmt) -> bool:
+    """Whether ``stmt`` is ``if __name__ == "__main__":``."""
+    if not isinstance(stmt, ast.If) or not isinstance(stmt.test, ast.Compare):
+        return False
+    parts = [stmt.test.left, *stmt.test.comparators]
+    names = {p.id for p in parts if isinstance(p, ast.Name)}
+    constants = {p.value for p in parts if isinstance(p, ast.Constant)}
+    return names == {"__name__"} and constants == {"__main__"}
+
+
+def starts_a_flow(source: str) -> bool | None:
+    """Whether running the file as a script starts its flow: True when a flow class is called at its top level
+    or under ``if __name__ == "__main__":``, False when the file runs nothing at all (no such guard, no call at
+    its top level), None when the text does not say (no flow class, something else is called, not Python)."""
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return None
+    aliases = _import_aliases(body)
+    flows = {s.name for s in body if isinstance(s, ast.ClassDef) and _is_flow_class(s, aliases)}
+    if not flows:
+        return None
+    runs = [stmt for stmt in body if is_main_guard(stmt) or isinstance(stmt, ast.Expr)]
+    for stmt in runs:
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in flows:
+                return True
+    calls = any(isinstance(node, ast.Call) for stmt in runs for node in ast.walk(stmt))
+    return None if calls else False
+
+
 def tracked_in_source(source: str) -> SourceTracking:
     """Whether a flow file's flow classes carry ``@shipyard.track``, read from its text without running it.
 

@@ -436,7 +436,7 @@ def _require_tracked(flow: type) -> None:
 
 
 def _require_tracked_file(path: Path) -> None:
-    from ._cell import tracked_in_source
+    from ._cell import starts_a_flow, tracked_in_source
 
     try:
         source = path.read_text(encoding="utf-8")
@@ -449,6 +449,12 @@ def _require_tracked_file(path: Path) -> None:
             f"{names} in {path.name} is not tracked, so shipyard.run() did not start it: no MLflow run would "
             "record its metrics, model and lineage.",
             hint=f"Put `@shipyard.track` (after `import shipyard`) above the flow class in {path}, then run it again.",
+        )
+    if starts_a_flow(source) is False:  # Metaflow would never start, and the run would wait for it forever
+        names = ", ".join(found.flows) or "the flow"
+        raise FlowError(
+            f"{path.name} defines {names} but never starts it when run as a script, so Metaflow cannot run it.",
+            hint=f'End {path.name} with:\n\nif __name__ == "__main__":\n    {found.flows[0] if found.flows else "MyFlow"}()',
         )
 
 

@@ -8,6 +8,8 @@ Gate kinds (each blocking or warning-only):
   or derived from a dataset profile logged on an earlier run;
 - :func:`slice_parity` — largest metric gap across groups of a column;
 - :func:`custom` — a function of yours decides;
+- :func:`attribution` — no feature dominates the candidate's permutation importance, and
+  protected columns stay out of its top k (attributions: :func:`load_attributions`);
 - :func:`drift`, :func:`prediction_drift` — production data against the reference profile
   frozen at packaging, judged by ``shipyard monitor`` (:func:`shipyard.production.monitor`).
 
@@ -26,6 +28,9 @@ Example:
 
 from __future__ import annotations
 
+from ._attributions import AttributionGate, Attributions, attribution
+from ._attributions import compute as compute_attributions
+from ._attributions import load as load_attributions
 from ._check import check, override, recheck
 from ._decorator import StepGates, gate
 from ._drift import Drift, PredictionDrift, drift, prediction_drift
@@ -50,6 +55,8 @@ from ._specs import (
 )
 
 __all__ = [
+    "AttributionGate",
+    "Attributions",
     "ChampionChallenger",
     "Column",
     "CustomGate",
@@ -64,12 +71,15 @@ __all__ = [
     "StepGates",
     "Threshold",
     "attach_results",
+    "attribution",
     "champion_challenger",
     "check",
+    "compute_attributions",
     "custom",
     "data_contract",
     "drift",
     "gate",
+    "load_attributions",
     "load_report",
     "override",
     "prediction_drift",

@@ -29,6 +29,7 @@ from typing import Any
 from .._core import audit
 from .._core.errors import GateError, OverrideRefused
 from .._core.workspace import Workspace, current_workspace
+from . import _attributions
 from ._candidate import Candidate, client, get_run, live_champion, load_subject, pinned_champion, read_profile
 from ._candidate import resolve_candidate
 from ._evaluate import CannotEvaluate, EvalContext, evaluate
@@ -200,6 +201,8 @@ def bind(previous: GateReport | None, new: GateReport) -> GateReport:
         specs=list(specs.values()),
         notes=notes,
         override=previous.override if keeps_override else None,
+        # attributions describe the model, not a gate: a check without a holdout keeps the recorded ones
+        attributions=new.attributions or previous.attributions,
     )
 
 
@@ -220,7 +223,7 @@ def _context(
     def profile_lookup(run_id: str, dataset: str) -> Mapping[str, Any]:
         return read_profile(ws, run_id, dataset)
 
-    return EvalContext(
+    ctx = EvalContext(
         candidate=subject,
         logged_metrics=dict(run.data.metrics),
         run_id=cand.run_id,
@@ -232,6 +235,17 @@ def _context(
         profile_lookup=profile_lookup,
         exclude=exclude,
     )
+    if subject is not None and holdout is not None:
+        ctx.attributions = _attributions.AtGateTime(ws, ctx, _attributions.metrics_of(specs))
+    return ctx
+
+
+def _attributions_of(ws: Workspace, ctx: EvalContext) -> Any:
+    """The candidate's attributions when the setting asks for them or a gate computed them, else None."""
+    lazy = ctx.attributions
+    if not isinstance(lazy, _attributions.AtGateTime) or not (ws.settings.attributions or lazy.value is not None):
+        return None
+    return lazy()
 
 
 def _run_gates(specs: Sequence[GateSpec], ctx: EvalContext) -> tuple[list[GateResult], list[str]]:
@@ -324,6 +338,9 @@ def check(
         data["holdout"] = frame
     ctx = _context(ws, cand, specs, frame, target, data, model_name, live_champion(ws))
     results, notes = _run_gates(specs, ctx)
+    attributions = _attributions_of(ws, ctx)
+    if attributions is not None and attributions.error:
+        notes.append(f"feature attributions not computed: {attributions.error}")
     check_id = new_check_id()
     own = GateReport(
         # the model whose champion was compared with, so a re-check compares with the same one
@@ -336,6 +353,7 @@ def check(
         author=ws.author,
         notes=notes,
         check_id=check_id,
+        attributions=attributions.to_dict() if attributions is not None else None,
     )
     report = bind(_binding(ws, cand), own) if record else own
     override_names = _override_names(override, [r.name for r in report.results])
@@ -354,6 +372,8 @@ def check(
             )
         report = apply_override(report, override_names, by=ws.author, at=now(), reason=str(reason).strip())
     if record:
+        if attributions is not None:
+            _attributions.log(ws, cand.run_id, attributions)
         report = record_report(ws, cand, report, data, own=own, new_override=override_names is not None)
     if raise_on_fail:
         report.raise_for_verdict()
@@ -504,6 +524,7 @@ def recheck(ref: Any, *, workspace: Workspace | None = None) -> GateReport:
         notes=notes + ([f"kept as recorded: {', '.join(r.name for r in carried)}"] if carried else []),
         artifact_uri=recorded.artifact_uri,
         check_id=recorded.check_id,
+        attributions=recorded.attributions,
     )
     if recorded.override:
         for o in [*recorded.override.get("previous", []), recorded.override]:

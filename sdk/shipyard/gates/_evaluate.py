@@ -131,6 +131,8 @@ class EvalContext:
     profile_lookup: Callable[[str, str], Mapping[str, Any]] | None = None
     exclude: tuple[str, ...] = ()
     champion_used: dict[str, Any] | None = None
+    # the candidate's feature attributions on the holdout, computed on first call (None: no holdout or candidate)
+    attributions: Callable[[], Any] | None = None
 
 
 class GateContext:
@@ -188,6 +190,10 @@ def evaluate(spec: GateSpec, ctx: EvalContext) -> GateResult:
         return _slice_parity(spec, ctx)
     if isinstance(spec, CustomGate):
         return _custom(spec, ctx)
+    if spec.kind == "attribution":
+        from ._attributions import evaluate_gate
+
+        return evaluate_gate(spec, ctx)  # type: ignore[arg-type]
     raise GateError(
         f"{spec!r} is not a gate.",
         hint="Build gates with shipyard.gates.threshold(), champion_challenger(), data_contract(), "

@@ -58,20 +58,57 @@ def gate_tags(report: GateReport) -> dict[str, str]:
     return tags
 
 
-def _write_tags(ws: Workspace, cand: Candidate, tags: Mapping[str, str]) -> None:
-    """Gate tags on the run and, through the registry, on the version (earlier gates' tags removed)."""
+NOTE_HEADING = "#### shipyard gates"
+NOTE_LIMIT = 5000  # characters of the whole description, within every MLflow store's tag limit
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ").strip()
+
+
+def gate_note(report: GateReport, existing: str = "") -> str:
+    """The run description with shipyard's gate section (a Markdown table) put last, replacing an earlier one.
+
+    Q: Why a description as well as the tags?
+    A: MLflow's run page shows tags as truncated chips and keeps the reasons in an
+       artifact; the description it renders in full, as Markdown. Text someone
+       wrote above the section is kept.
+    """
+    head = existing.split(NOTE_HEADING)[0].rstrip()[:NOTE_LIMIT // 2]
+    rows = [f"| {_cell(r.name)} | {_cell(r.status)} | {_cell(str(r.message)[:300])} |" for r in report.results]
+    tail = [f"Full report: artifact `{REPORT_HTML}` (checked {_cell(report.created_at)} by {_cell(report.author)})."]
+    if report.override:
+        o = report.override
+        who = f"Overridden by {_cell(o.get('by', ''))} at {_cell(o.get('at', ''))}"
+        tail[:0] = [f"{who}: {_cell(str(o.get('reason', ''))[:500])}", ""]
+    budget = NOTE_LIMIT - len(head) - sum(len(line) + 1 for line in tail) - 200
+    while rows and sum(len(row) + 1 for row in rows) > budget:  # a tag value holds 8,000 characters at most
+        rows.pop()
+    left_out = len(report.results) - len(rows)
+    lines = [NOTE_HEADING, "", f"**Verdict: {report.verdict.upper()}**", "", "| gate | status | why |", "|---|---|---|"]
+    lines += [*rows, *([f"| … {left_out} more in the report | | |"] if left_out else []), "", *tail]
+    section = "\n".join(lines)
+    return f"{head}\n\n{section}" if head else section
+
+
+def _write_tags(ws: Workspace, cand: Candidate, report: GateReport) -> None:
+    """Gate tags on the run and, through the registry, on the version (earlier gates' tags removed);
+    the report's summary as the run's description."""
     from mlflow.entities import RunTag
     from mlflow.exceptions import MlflowException
 
     from .. import registry
 
+    tags = gate_tags(report)
     mlflow = client(ws)
     try:
         # tags of gates an earlier check had and this one does not would misstate the verdict
-        for key in mlflow.get_run(cand.run_id).data.tags:
+        existing = mlflow.get_run(cand.run_id).data.tags
+        for key in existing:
             if key.startswith(lineage.GATE_PREFIX) and key not in tags:
                 mlflow.delete_tag(cand.run_id, key)
-        mlflow.log_batch(cand.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        note = gate_note(report, existing.get(lineage.MLFLOW_NOTE, ""))
+        mlflow.log_batch(cand.run_id, tags=[RunTag(k, v) for k, v in {**tags, lineage.MLFLOW_NOTE: note}.items()])
     except MlflowException as exc:
         raise RegistryError(
             f"Could not record the gate verdict on run {cand.run_id}: {exc}",
@@ -142,7 +179,7 @@ def record_report(
     candidate's run; tag run and version; audit (the override too, when this call applied one)."""
     report.artifact_uri = f"runs:/{cand.run_id}/{REPORT_JSON}"
     _write_report_files(ws, cand.run_id, report, data, own)
-    _write_tags(ws, cand, gate_tags(report))
+    _write_tags(ws, cand, report)
     common = cand.audit_fields()
     if new_override and report.override:
         _audit_override(ws, cand, report)
@@ -169,7 +206,7 @@ def record_override(ws: Workspace, cand: Candidate, report: GateReport) -> GateR
     """Store a binding report that an override just changed; tag run and version; audit the override."""
     report.artifact_uri = f"runs:/{cand.run_id}/{REPORT_JSON}"
     _write_report_files(ws, cand.run_id, report, None)
-    _write_tags(ws, cand, gate_tags(report))
+    _write_tags(ws, cand, report)
     _audit_override(ws, cand, report)
     return report
 
@@ -282,7 +319,7 @@ def attach_results(model_version_ref: Any, results: Iterable[GateResult], *, sou
     report = report.with_results(incoming)
     report.artifact_uri = f"runs:/{cand.run_id}/{REPORT_JSON}"
     _write_report_files(ws, cand.run_id, report, None)
-    _write_tags(ws, cand, gate_tags(report))
+    _write_tags(ws, cand, report)
     audit.append(
         "gate.attach",
         workspace=ws,

@@ -114,6 +114,8 @@ class GateReport:
         artifact_uri: where the report is stored, once recorded.
         check_id: the check whose gates were evaluated last; results carried from earlier checks
             name theirs in ``details["carried_from"]``.
+        attributions: the candidate's feature attributions on the holdout
+            (:meth:`Attributions.to_dict <shipyard.gates.Attributions.to_dict>`), when computed.
 
     Example:
         >>> report = shipyard.check("iris/2", gates=[...], holdout=df)   # doctest: +SKIP
@@ -133,6 +135,7 @@ class GateReport:
     notes: list[str] = field(default_factory=list)
     artifact_uri: str | None = None
     check_id: str = ""
+    attributions: dict[str, Any] | None = None
 
     @property
     def verdict(self) -> str:
@@ -221,6 +224,7 @@ class GateReport:
                 "notes": self.notes,
                 "artifact_uri": self.artifact_uri,
                 "check_id": self.check_id,
+                "attributions": self.attributions,
             }
         )
 
@@ -242,6 +246,7 @@ class GateReport:
             notes=list(data.get("notes") or []),
             artifact_uri=data.get("artifact_uri"),
             check_id=data.get("check_id") or "",
+            attributions=data.get("attributions"),
         )
 
     # ---- figure and HTML ----
@@ -319,7 +324,9 @@ class GateReport:
             "<tr><th>gate</th><th>status</th><th>kind</th><th>measured</th><th>threshold</th><th>reason</th></tr>"
             f"{''.join(rows)}</table>{override}"
             + (f"<ul>{notes}</ul>" if notes else "")
-            + f'<img alt="candidate vs champion and slices" src="data:image/png;base64,{png}"/></div>'
+            + f'<img alt="candidate vs champion and slices" src="data:image/png;base64,{png}"/>'
+            + self._attributions_html()
+            + "</div>"
         )
         if not full_page:
             return body
@@ -327,6 +334,13 @@ class GateReport:
             '<!DOCTYPE html><html><head><meta charset="utf-8">'
             f"<title>Gate report {html.escape(self.subject())}</title></head><body>{body}</body></html>"
         )
+
+    def _attributions_html(self) -> str:
+        if not self.attributions:
+            return ""
+        from ._attributions import Attributions
+
+        return Attributions.from_dict(self.attributions).to_html()
 
     def _repr_html_(self) -> str:
         return self.to_html(full_page=False)

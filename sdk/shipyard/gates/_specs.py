@@ -251,12 +251,17 @@ class CustomGate:
 
 # Drift gates judge production data (``shipyard monitor``); they live beside their evaluation and use the
 # name checks above, hence the import here rather than at the top.
+from ._attributions import AttributionGate
 from ._drift import Drift, PredictionDrift
 
-GateSpec = Union[Threshold, ChampionChallenger, DataContract, SliceParity, CustomGate, Drift, PredictionDrift]
+GateSpec = Union[
+    Threshold, ChampionChallenger, DataContract, SliceParity, CustomGate, AttributionGate, Drift, PredictionDrift
+]
 SPEC_TYPES: dict[str, type] = {
     cls.kind: cls
-    for cls in (Threshold, ChampionChallenger, DataContract, SliceParity, CustomGate, Drift, PredictionDrift)
+    for cls in (
+        Threshold, ChampionChallenger, DataContract, SliceParity, CustomGate, AttributionGate, Drift, PredictionDrift
+    )
 }
 
 

@@ -615,6 +615,10 @@ def _record(
         lineage.MONITOR_OF_VERSION: f"{report.model}/{report.version}",
         lineage.MONITOR_VERDICT: report.verdict,
         lineage.MONITOR_DRIFTED: ",".join(report.result.drifted_columns)[:5000],
+        # what MLflow's run page shows in full: the verdict and summary, without opening an artifact
+        lineage.MLFLOW_NOTE: "#### shipyard drift report\n\n"
+        f"**{report.model}/{report.version}: {report.verdict.upper()}**\n\n"
+        f"```\n{report.summary()[:4000]}\n```\n\nFull report: artifact `{DRIFT_HTML}`.",
     }
     try:
         run = client.create_run(

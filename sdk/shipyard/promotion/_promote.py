@@ -342,11 +342,18 @@ def _approval(ctx: StageContext) -> Approval:
 
 
 def _bundle(ctx: StageContext) -> BundleWritten:
+    from .. import registry
     from ..deploy.handoff import write_bundle
+    from . import _card
 
     inputs: PromotionInputs = ctx.inputs
     spec = handoff_spec(ctx)
-    bundle = write_bundle(spec, inputs.workspace.bundle_dir(inputs.model, spec.version))
+    directory = inputs.workspace.bundle_dir(inputs.model, spec.version)
+    version = registry.resolve(_registered(ctx).ref, workspace=inputs.workspace)
+    card = _card.build(inputs.workspace, version, spec, bundle_dir=directory)
+    bundle = write_bundle(dataclasses.replace(spec, model_card=card.files()), directory)
+    if version.run_id:
+        _card.log_card(inputs.workspace, version.run_id, card)
     return BundleWritten(str(bundle.path), bundle.image)
 
 

@@ -7,6 +7,7 @@ before the call returns.
 from __future__ import annotations
 
 import dataclasses
+import json
 import tempfile
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -15,7 +16,6 @@ from typing import Any
 
 from .._core import audit, lineage
 from .._core.errors import PromotionError, RegistryError
-from .._core.refs import ModelRef
 from .._core.workspace import Workspace, current_workspace, slug
 from ._promote import point_current
 
@@ -30,15 +30,26 @@ def _need_text(text: str | None, what: str) -> str:
     return text.strip()
 
 
-def _decide(ref: Any, state: str, comment: str | None, reviewer: str | None, ws: Workspace | None) -> dict[str, str]:
+def _decide(ref: Any, state: str, comment: str | None, reviewer: str | None, ws: Workspace | None,
+            force: bool = False) -> dict[str, str]:
     from .. import registry
 
     ws = ws or current_workspace()
     version = registry.resolve(ref, workspace=ws)
     comment = _need_text(comment, f"{'Approving' if state == 'approved' else 'Rejecting'} {version}")
+    serving = state == "rejected" and registry.CHAMPION in version.aliases
+    if serving and not force:
+        # a rejection moves no alias: accepted silently, it would leave a "rejected" version serving
+        raise RegistryError(
+            f"{version} is the serving champion of {version.name}; rejecting it would not stop it serving.",
+            hint=f"Roll back first (shipyard rollback {version.name} --reason '...'), or pass --force "
+            "(force=True) to record the rejection while it keeps serving; the comment is its reason.",
+        )
     record = {"state": state, "by": reviewer or ws.author, "at": _now(), "comment": comment}
     registry.set_version_tags(version, {lineage.review_tag(k): v for k, v in record.items()}, workspace=ws)
-    audit.append(f"review.{state}", workspace=ws, who=record["by"], model=version.name, version=version.version, comment=comment)
+    extra = {"forced": True, "serving_champion": True} if serving else {}
+    audit.append(f"review.{state}", workspace=ws, who=record["by"], model=version.name, version=version.version,
+                 comment=comment, **extra)
     return record
 
 
@@ -51,9 +62,21 @@ def approve(ref: Any, comment: str, *, reviewer: str | None = None, workspace: W
     return _decide(ref, "approved", comment, reviewer, workspace)
 
 
-def reject(ref: Any, comment: str, *, reviewer: str | None = None, workspace: Workspace | None = None) -> dict[str, str]:
-    """Reject a version; ``promote`` refuses it and shows the comment."""
-    return _decide(ref, "rejected", comment, reviewer, workspace)
+def reject(ref: Any, comment: str, *, reviewer: str | None = None, force: bool = False,
+           workspace: Workspace | None = None) -> dict[str, str]:
+    """Reject a version; ``promote`` refuses it and shows the comment.
+
+    The serving champion is rejected only with ``force=True`` (recorded in the
+    audit log as forced): a rejection moves no alias, so it keeps serving until
+    a rollback or a promotion replaces it.
+
+    Raises:
+        RegistryError: no comment, or ``ref`` is the champion and ``force`` is not set.
+
+    Example:
+        >>> shipyard.reject("iris/4", "needs a fairness check on segment B")   # doctest: +SKIP
+    """
+    return _decide(ref, "rejected", comment, reviewer, workspace, force)
 
 
 def retire(ref: Any, reason: str, *, workspace: Workspace | None = None) -> Any:
@@ -89,13 +112,23 @@ def rollback(model: str, reason: str, *, workspace: Workspace | None = None) -> 
     failure there leaves ``champion`` and ``previous`` where they were. When
     ``shipyard deploy local`` serves the model, the rolled-back bundle is
     played there too.
+
+    A rollback goes back one champion; a second one in a row is refused (it
+    would serve the version just rolled back from again; see
+    :func:`shipyard.registry._registry.rollback_target`).
+
+    Raises:
+        ModelNotFound: the model has no ``previous`` version.
+        RegistryError: the champion is already the result of a rollback.
+        PromotionError: ``previous`` was never deployed (it has no handoff bundle).
     """
     from .. import registry
     from ..deploy.handoff import read_bundle, write_bundle
+    from ..registry._registry import rollback_target
 
     ws = workspace or current_workspace()
     reason = _need_text(reason, f"Rolling back {model}")
-    target = registry.resolve(ModelRef(name=model, alias=registry.PREVIOUS), workspace=ws)
+    target = rollback_target(model, workspace=ws)
     bundle_dir = ws.bundle_dir(model, target.version)
     if not (bundle_dir / "handoff.json").is_file():
         raise PromotionError(
@@ -122,7 +155,20 @@ def rollback(model: str, reason: str, *, workspace: Workspace | None = None) -> 
 
 @dataclass(frozen=True)
 class Review:
-    """What an engineer needs to decide on a version."""
+    """What an engineer needs to decide on a version.
+
+    ``diff`` compares it with the current champion, every value under an
+    explicit key (empty when there is no other champion):
+
+    - ``champion``, ``candidate``: the two version numbers;
+    - ``metrics``: metric → ``{"champion", "candidate", "delta"}`` (delta = candidate − champion);
+    - ``requirements``: ``{"added", "removed"}`` (pip requirements of the candidate vs the champion);
+    - ``input_schema``: ``{"changed", "added", "removed", "retyped"}`` (columns of the input signature;
+      ``retyped``: column → ``{"champion", "candidate"}``);
+    - ``image_size_bytes``: ``{"champion", "candidate", "delta"}``;
+    - ``attributions``: ``{"recorded": {"champion", "candidate"}, "features": [{"feature", "champion",
+      "candidate", "change"}]}``, shares of total importance, largest change first.
+    """
 
     model: str
     version: str
@@ -137,7 +183,13 @@ class Review:
 
 
 def review(ref: Any, *, workspace: Workspace | None = None) -> Review:
-    """Lineage, gate verdicts, overrides, image facts and a diff against the current champion."""
+    """Lineage, gate verdicts, overrides, image facts and a labelled diff against the current champion.
+
+    Example:
+        >>> r = shipyard.review("iris/3")                      # doctest: +SKIP
+        >>> r.diff["metrics"]["accuracy"]                      # doctest: +SKIP
+        {'champion': 0.95, 'candidate': 0.97, 'delta': 0.02}
+    """
     from .. import registry
 
     ws = workspace or current_workspace()
@@ -146,17 +198,7 @@ def review(ref: Any, *, workspace: Workspace | None = None) -> Review:
     mine = _facts(ws, version)
     diff: dict[str, Any] = {}
     if champion is not None and champion.version != version.version:
-        theirs = _facts(ws, champion)
-        diff = {
-            "metrics": {k: (theirs["metrics"].get(k), v) for k, v in mine["metrics"].items()
-                        if theirs["metrics"].get(k) != v},
-            "input_schema": None if mine["schema"] == theirs["schema"] else (theirs["schema"], mine["schema"]),
-            "requirements": {
-                "added": sorted(set(mine["requirements"]) - set(theirs["requirements"])),
-                "removed": sorted(set(theirs["requirements"]) - set(mine["requirements"])),
-            },
-            "image_size_bytes": (theirs["image"].get("size_bytes"), mine["image"].get("size_bytes")),
-        }
+        diff = compare(_facts(ws, champion), mine, champion=champion.version, candidate=version.version)
     return Review(
         model=version.name,
         version=version.version,
@@ -169,6 +211,67 @@ def review(ref: Any, *, workspace: Workspace | None = None) -> Review:
         champion=champion.version if champion else None,
         diff=diff,
     )
+
+
+def _delta(champion: Any, candidate: Any) -> Any:
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (champion, candidate))
+    return candidate - champion if numbers else None
+
+
+def _columns(schema: Any) -> dict[str, str] | None:
+    """Input column → type from an MLmodel signature (None when the schema could not be read)."""
+    if isinstance(schema, str):
+        try:
+            schema = json.loads(schema)
+        except ValueError:
+            return None
+    if not isinstance(schema, list):
+        return None if schema is not None else {}
+    return {str(c.get("name", i)): str(c.get("type", "?")) for i, c in enumerate(schema) if isinstance(c, dict)}
+
+
+def compare(theirs: dict[str, Any], mine: dict[str, Any], *, champion: str, candidate: str) -> dict[str, Any]:
+    """The labelled diff of two versions' facts (see :class:`Review`)."""
+    metrics = {
+        k: {"champion": theirs["metrics"].get(k), "candidate": mine["metrics"].get(k),
+            "delta": _delta(theirs["metrics"].get(k), mine["metrics"].get(k))}
+        for k in sorted(set(theirs["metrics"]) | set(mine["metrics"]))
+    }
+    before, after = _columns(theirs["schema"]), _columns(mine["schema"])
+    if before is None or after is None:
+        schema: dict[str, Any] = {"changed": None, "added": [], "removed": [], "retyped": {},
+                                  "unreadable": [side for side, cols in (("champion", before), ("candidate", after))
+                                                 if cols is None]}
+    else:
+        retyped = {c: {"champion": before[c], "candidate": after[c]}
+                   for c in sorted(set(before) & set(after)) if before[c] != after[c]}
+        added, removed = sorted(set(after) - set(before)), sorted(set(before) - set(after))
+        schema = {"changed": bool(added or removed or retyped), "added": added, "removed": removed,
+                  "retyped": retyped}
+    size = (theirs["image"].get("size_bytes"), mine["image"].get("size_bytes"))
+    return {
+        "champion": champion,
+        "candidate": candidate,
+        "metrics": metrics,
+        "requirements": {
+            "added": sorted(set(mine["requirements"]) - set(theirs["requirements"])),
+            "removed": sorted(set(theirs["requirements"]) - set(mine["requirements"])),
+        },
+        "input_schema": schema,
+        "image_size_bytes": {"champion": size[0], "candidate": size[1], "delta": _delta(*size)},
+        "attributions": _attribution_diff(theirs["attributions"], mine["attributions"]),
+    }
+
+
+def _attribution_diff(theirs: Any, mine: Any) -> dict[str, Any]:
+    recorded = {"champion": theirs is not None, "candidate": mine is not None}
+    if theirs is None or mine is None:
+        return {"recorded": recorded, "features": []}
+    before, after = theirs.share(), mine.share()
+    rows = [{"feature": f, "champion": before.get(f), "candidate": after.get(f),
+             "change": (after.get(f) or 0.0) - (before.get(f) or 0.0)} for f in set(before) | set(after)]
+    rows.sort(key=lambda row: (-abs(row["change"]), row["feature"]))
+    return {"recorded": recorded, "features": rows}
 
 
 def _packaged_image(ws: Workspace, version: Any) -> dict[str, Any]:
@@ -202,32 +305,63 @@ def _image_facts(ws: Workspace, version: Any) -> dict[str, Any]:
             **spec.image_facts}
 
 
+def _model_files(ws: Workspace, version: Any) -> tuple[Any, list[str]]:
+    """The input schema and the requirements of a version, from its MLmodel and requirements.txt only."""
+    import mlflow.artifacts
+    import yaml
+    from mlflow.exceptions import MlflowException
+
+    from ..tracking._client import client_for
+    from ..tracking._models import _stored_location
+
+    # two small files, not the whole model: a review must not pull a model's weights over the network
+    location = _stored_location(client_for(ws), version.source or version.uri).rstrip("/")
+    with tempfile.TemporaryDirectory() as tmp:
+        def fetch(name: str) -> Path:
+            return Path(mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{location}/{name}", dst_path=tmp, tracking_uri=ws.tracking_uri,
+                registry_uri=ws.registry_uri))
+
+        schema = (yaml.safe_load(fetch("MLmodel").read_text()) or {}).get("signature", {}).get("inputs")
+        try:
+            requirements = fetch("requirements.txt").read_text().split()
+        except (OSError, MlflowException):  # an MLmodel without requirements.txt: none to compare
+            requirements = []
+    return schema, requirements
+
+
+def _attributions(ws: Workspace, version: Any) -> Any:
+    """The version's recorded attributions, or None (none recorded, or this install cannot read them)."""
+    try:
+        from ..gates._attributions import load
+    except ImportError:
+        return None
+    try:
+        found = load(version, workspace=ws)
+    except Exception:  # noqa: BLE001 - a review still shows the rest; the diff says none were recorded
+        return None
+    return found if found is not None and found.features else None  # one that could not be computed: none
+
+
 def _facts(ws: Workspace, version: Any) -> dict[str, Any]:
-    from .. import gates, registry, tracking
+    from .. import gates, registry
     from ..tracking._client import client_for
 
     run = client_for(ws).get_run(version.run_id) if version.run_id else None
-    schema: Any = None
-    requirements: list[str] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = tracking.download_model(version.uri, Path(tmp) / "model", workspace=ws)
-            import yaml
-
-            schema = yaml.safe_load((local / "MLmodel").read_text()).get("signature", {}).get("inputs")
-            if (local / "requirements.txt").is_file():
-                requirements = (local / "requirements.txt").read_text().split()
-        except Exception as exc:  # a review still shows the rest; say what is missing
-            schema = f"unavailable: {exc}"
+    try:
+        schema, requirements = _model_files(ws, version)
+    except Exception as exc:  # noqa: BLE001 - a review still shows the rest; say what is missing
+        schema, requirements = f"unavailable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", []
     try:
         report = gates.load_report(version, workspace=ws).to_dict()
-    except Exception:
+    except Exception:  # noqa: BLE001 - not checked, or unreadable: shown as no verdict
         report = {}
     return {
         "metrics": dict(run.data.metrics) if run else {},
         "schema": schema,
         "requirements": requirements,
         "image": _image_facts(ws, version),
+        "attributions": _attributions(ws, version),
         "gates": {"verdict": report.get("verdict"), "results": report.get("results", []),
                   "override": report.get("override")},
         "lineage": registry.lineage_of(version, workspace=ws).to_dict(),

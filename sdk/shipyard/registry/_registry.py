@@ -284,7 +284,10 @@ def register(
         from ..tracking._mlflow import fluent_store
 
         with fluent_store(ws):  # MLflow looks a logged model's "models:/m-…" source up through its fluent store
-            mv = client.create_model_version(name, source=uri, run_id=run_id, tags=version_tags, model_id=model_id)
+            mv = client.create_model_version(
+                name, source=uri, run_id=run_id, tags=version_tags, model_id=model_id,
+                description=_description(run_id, tags),
+            )
     except MlflowException as exc:
         raise RegistryError(
             f"The registry refused to register {uri} as a version of {name!r}: {_first_line(exc)}",
@@ -294,6 +297,13 @@ def register(
     if alias:
         return set_alias(name, alias, str(mv.version), reason=reason or f"registered from run {run_id}", workspace=ws)
     return resolve(ModelRef(name=name, version=str(mv.version)), workspace=ws)
+
+
+def _description(run_id: str, run_tags: Mapping[str, str]) -> str:
+    """The one line MLflow's versions table shows beside a version: where it came from, how it was judged."""
+    verdict = run_tags.get(lineage.GATE_VERDICT) or "not checked"
+    origin = f"Metaflow run {run_tags[lineage.PATHSPEC]}, " if run_tags.get(lineage.PATHSPEC) else ""
+    return f"Gates when registered: {verdict}. From {origin}MLflow run {run_id}."
 
 
 def _lock(ws: Workspace, name: str) -> Any:
@@ -452,17 +462,53 @@ def rollback(name: str, reason: str, *, workspace: Workspace | None = None) -> S
 
     Raises:
         ModelNotFound: ``name`` has no ``previous`` version to roll back to.
+        RegistryError: ``name`` was just rolled back (see :func:`rollback_target`).
 
     Example:
         >>> registry.rollback("iris", reason="latency regression in production")   # doctest: +SKIP
     """
     ws = workspace or current_workspace()
     reason = _check_reason(reason, f"Rolling back {name}")
-    prev = _alias_or_none(_client(ws), name, PREVIOUS)
+    prev = rollback_target(name, workspace=ws)
+    return swap_champion(name, prev.version, f"{_ROLLBACK}{reason}", workspace=ws)
+
+
+_ROLLBACK = "rollback: "  # how a rollback's champion move reason starts
+
+
+def rollback_target(name: str, *, workspace: Workspace | None = None) -> ModelVersionRef:
+    """The version a rollback of ``name`` makes champion: the one ``previous`` points at.
+
+    Q: What does a second rollback in a row do?
+    A: It is refused. A rollback swaps ``champion`` and ``previous``, so right
+       after one, ``previous`` is the version just rolled back *from*; rolling
+       back again would serve it again, which is an undo, not a rollback, and
+       the registry keeps no deeper history to go further back by. Serving
+       either on purpose is a promotion of that version.
+
+    Raises:
+        ModelNotFound: ``name`` has no ``previous`` version (it never had a second champion).
+        RegistryError: the champion got there by rolling back from ``previous``.
+    """
+    client = _client(workspace or current_workspace())
+    prev = _alias_or_none(client, name, PREVIOUS)
+    current = _alias_or_none(client, name, CHAMPION)
     if prev is None:
+        first = f"v{current.version} is its first champion" if current else "it has no champion either"
         raise ModelNotFound(
-            f"{name} has no 'previous' version to roll back to.",
-            hint="A rollback needs an earlier champion; "
-            "set one with registry.set_alias(name, 'previous', v, reason=...).",
+            f"{name} has no 'previous' version to roll back to: {first}.",
+            hint="A rollback returns to the champion before the current one. To serve another version, promote "
+            f"it: shipyard promote {name}/VERSION --reason '...'.",
         )
-    return swap_champion(name, prev.version, f"rollback: {reason}", workspace=ws)
+    if (
+        current is not None
+        and current.tags.get(lineage.alias_tag(CHAMPION, "reason"), "").startswith(_ROLLBACK)
+        and current.tags.get(lineage.alias_tag(CHAMPION, "from_version")) == prev.version
+    ):
+        raise RegistryError(
+            f"{name} was already rolled back from v{prev.version} to v{current.version}; rolling back again would "
+            f"serve v{prev.version} again.",
+            hint=f"To serve v{prev.version} again on purpose, promote it: shipyard promote {name}/{prev.version} "
+            "--reason '...'; to go further back, promote that older version the same way.",
+        )
+    return prev

@@ -200,8 +200,13 @@ def log_model(
                 info = Model.log(artifact_path=None, flavor=mlflow.pyfunc, python_model=python_model, **kwargs)
             else:
                 info = getattr(mlflow, flavor).log_model(model, **kwargs)
-    except BaseException:
+    except BaseException as exc:
         _mark_failed(run, stored.model_id)
+        from ._client import artifact_store_error
+
+        translated = artifact_store_error(exc, str(stored.artifact_location))
+        if translated is not None:  # the S3 store refused the upload: say which setting to fix
+            raise translated from exc
         raise
     digest = _downloaded_sha256(run.workspace, info.model_uri)
     run.buffer.put_tags(
@@ -317,7 +322,7 @@ def download_model(uri: str, dst: Path, *, workspace: Workspace | None = None) -
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
-    from ._client import client_for, tracking_error
+    from ._client import artifact_store_error, client_for, tracking_error
 
     ws = workspace or current_workspace()
     dst = Path(dst)
@@ -327,6 +332,7 @@ def download_model(uri: str, dst: Path, *, workspace: Workspace | None = None) -
             hint="Pass a folder that does not exist yet; download_model creates it.",
         )
     dst.mkdir(parents=True)
+    location = uri
     try:
         location = _stored_location(client_for(ws), uri)
         local = Path(
@@ -346,8 +352,14 @@ def download_model(uri: str, dst: Path, *, workspace: Workspace | None = None) -
                 "of a logged model as LoggedModel.uri.",
             ) from exc
         raise tracking_error(ws, exc) from exc
-    except OSError as exc:  # the artifact store (a file system, or HTTP through requests) failed
+    except Exception as exc:
         shutil.rmtree(dst, ignore_errors=True)
+        translated = artifact_store_error(exc, location)  # an s3:// store, read by this client itself
+        if translated is not None:
+            raise translated from exc
+        if not isinstance(exc, OSError):
+            raise
+        # the artifact store (a file system, or HTTP through requests) failed
         raise TrackingError(
             f"Could not download the files of {uri}: {exc}",
             hint="Check that the artifact store of the workspace is reachable and that there is room in "

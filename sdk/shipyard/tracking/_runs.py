@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from .._core import lineage
 from .._core.hashing import sha256_text
@@ -45,8 +46,13 @@ def create_flow_run(
     source_file: Path,
     experiment: str | None,
     params: Mapping[str, str],
+    card: Mapping[str, str] | None = None,
 ) -> str:
-    """Create the one MLflow run of a Metaflow run, with source lineage and parameters."""
+    """Create the one MLflow run of a Metaflow run, with source lineage and parameters.
+
+    ``card`` (``@shipyard.track(card=...)``) and a ``MODEL_CARD.md`` next to the
+    flow file (or the notebook) are kept on the run for its model card.
+    """
     source_path = Path(os.environ.get("SHIPYARD_CELL_SOURCE") or source_file)
     source = source_path.read_text(encoding="utf-8") if source_path.is_file() else ""
     kind = os.environ.get("SHIPYARD_SOURCE_KIND", "file")
@@ -63,11 +69,33 @@ def create_flow_run(
     run_id = create_run(ws, experiment or flow_name, run_name=pathspec.replace("/", "-"), tags=tags)
     client = client_for(ws)
     client.log_text(run_id, source, lineage.SOURCE_ARTIFACT)
+    if card_spec := _card_spec(card, source_file):
+        client.log_dict(run_id, card_spec, lineage.MODEL_CARD_SPEC_ARTIFACT)
     if params:
         from mlflow.entities import Param
 
         client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     return run_id
+
+
+MODEL_CARD_FILE = "MODEL_CARD.md"
+
+
+def _card_spec(card: Mapping[str, str] | None, source_file: Path) -> dict[str, Any] | None:
+    """What the flow declares for its model card: ``card=`` sections, and the MODEL_CARD.md beside it, as written.
+
+    Q: Why read the file when the run starts, not when the card is made?
+    A: The card is made at promotion, perhaps on another machine or after the
+       file changed; the run keeps what its flow was trained with.
+    """
+    spec: dict[str, Any] = {"declared": dict(card or {})}
+    notebook = os.environ.get("SHIPYARD_NOTEBOOK")
+    for folder in ([Path(notebook).parent] if notebook else []) + [source_file.parent]:
+        path = folder / MODEL_CARD_FILE
+        if path.is_file():
+            spec["file"] = {"name": MODEL_CARD_FILE, "text": path.read_text(encoding="utf-8")}
+            break
+    return spec if spec["declared"] or "file" in spec else None
 
 
 def find_flow_run(ws: Workspace, pathspec: str) -> str | None:

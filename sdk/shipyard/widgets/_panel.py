@@ -2,7 +2,7 @@
 
 Everything the panel shows is read through shipyard's public API
 (``shipyard.registry.model_names``, ``shipyard.model_versions``,
-``shipyard.metric_history``, ``shipyard.gates.load_report``, and the drift
+``shipyard.metric_history``, ``shipyard.gates.load_report``, ``shipyard.model_card``, and the drift
 report ``shipyard monitor`` last recorded for the champion) from MLflow and
 the workspace, so a panel opened after a kernel restart shows the same state.
 Slow work (reading reports, promoting) runs on daemon threads; the kernel stays
@@ -61,7 +61,7 @@ class Panel(widgets.VBox):
     message = traitlets.Unicode("")
     mlflow_url = traitlets.Unicode("")
     approval_required = traitlets.Bool(False)
-    details = traitlets.Unicode("")  # "", "gates" or "report"
+    details = traitlets.Unicode("")  # "", "gates", "report" or "card"
     drift = traitlets.Dict()  # the champion's last drift report: version, verdict, at, columns (name -> distance)
 
     def __init__(self, model: str | None = None, *, interval: float = 1.0, **kwargs: Any) -> None:
@@ -78,6 +78,7 @@ class Panel(widgets.VBox):
         self._version_picker = widgets.Dropdown(description="version", layout=widgets.Layout(width="260px"))
         self._gates_button = widgets.ToggleButton(description="Gate reasons", icon="list")
         self._report_button = widgets.ToggleButton(description="Gate report", icon="file-text")
+        self._card_button = widgets.ToggleButton(description="Model card", icon="id-card")
         self._promote_button = widgets.Button(description="Promote…", button_style="primary", icon="rocket")
         self._details_html = widgets.HTML()
         self._details_html.add_class("shipyard-details")
@@ -97,6 +98,7 @@ class Panel(widgets.VBox):
             (self._cancel_button, "shipyard-cancel"),
             (self._gates_button, "shipyard-gates-button"),
             (self._report_button, "shipyard-report-button"),
+            (self._card_button, "shipyard-card-button"),
             (self._refresh_button, "shipyard-refresh"),
             (self._confirm_box, "shipyard-confirm-box"),
         ):
@@ -108,7 +110,8 @@ class Panel(widgets.VBox):
                 self.metrics,
                 self._versions_html,
                 self._drift_html,
-                widgets.HBox([self._version_picker, self._gates_button, self._report_button, self._promote_button]),
+                widgets.HBox([self._version_picker, self._gates_button, self._report_button, self._card_button,
+                             self._promote_button]),
                 self._details_html,
                 self._confirm_box,
                 self._progress_html,
@@ -125,6 +128,7 @@ class Panel(widgets.VBox):
         self._refresh_button.on_click(lambda _: self.refresh())
         self._gates_button.observe(lambda ch: self._toggle_details("gates", ch["new"]), "value")
         self._report_button.observe(lambda ch: self._toggle_details("report", ch["new"]), "value")
+        self._card_button.observe(lambda ch: self._toggle_details("card", ch["new"]), "value")
         self._promote_button.on_click(lambda _: self.request_promotion())
         self._confirm_button.on_click(lambda _: self.confirm_promotion())
         self._cancel_button.on_click(lambda _: self.cancel_promotion())
@@ -331,7 +335,7 @@ class Panel(widgets.VBox):
         )
         has_version = self.version() is not None
         self._promote_button.disabled = not has_version or self.promotion == "running"
-        self._gates_button.disabled = self._report_button.disabled = not has_version
+        self._gates_button.disabled = self._report_button.disabled = self._card_button.disabled = not has_version
         if self.details:
             self._render_details()
 
@@ -404,8 +408,10 @@ class Panel(widgets.VBox):
 
     def _toggle_details(self, what: str, on: bool) -> None:
         if on:
-            other = self._report_button if what == "gates" else self._gates_button
-            other.value = False
+            buttons = {"gates": self._gates_button, "report": self._report_button, "card": self._card_button}
+            for name, other in buttons.items():
+                if name != what:
+                    other.value = False
             self.details = what
             self._render_details()
         elif self.details == what:
@@ -418,6 +424,14 @@ class Panel(widgets.VBox):
         info = self.version()
         if info is None:
             self._details_html.value = ""
+            return
+        if self.details == "card":
+            try:
+                card = shipyard.model_card(f"{self.model}/{info['version']}")
+            except shipyard.ShipyardError as exc:
+                self._details_html.value = f'<p class="shipyard-error">{_html.esc(getattr(exc, "message", str(exc)))}</p>'
+            else:
+                self._details_html.value = f'<div class="shipyard-card">{card.to_html(full_page=False)}</div>'
             return
         try:
             report = shipyard.gates.load_report(f"{self.model}/{info['version']}")
