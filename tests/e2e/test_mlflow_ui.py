@@ -15,11 +15,9 @@ They skip only when ``/usr/bin/chromium`` is missing and
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,18 +27,14 @@ from shipyard._core import lineage
 from shipyard._core.workspace import reset_workspace
 from shipyard.gates import load_report
 
+from tests.browser_support import browser_marks, chromium_page
 from tests.integration.conftest import MlflowServer
 from tests.monitoring_support import FLOW, SHIFTED_NUMERIC, flow_module
 
-CHROMIUM = Path("/usr/bin/chromium")
-REQUIRE_BROWSER = bool(os.environ.get("SHIPYARD_REQUIRE_BROWSER"))  # read before fixtures clear SHIPYARD_*
 MODEL = "retrain-demo"
 UI_TIMEOUT_MS = 30_000
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(300)]
-
-if not CHROMIUM.exists() and not REQUIRE_BROWSER:
-    pytestmark.append(pytest.mark.skip(reason="/usr/bin/chromium is missing (apt-get install chromium)"))
+pytestmark = browser_marks(timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -89,28 +83,9 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
 @pytest.fixture(scope="module")
 def browser_page(recorded: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Headless chromium with a fresh profile."""
-    if not CHROMIUM.exists():
-        pytest.fail("SHIPYARD_REQUIRE_BROWSER is set but /usr/bin/chromium is missing (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[
-                "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run",
-            ],
-            viewport={"width": 1600, "height": 1200},
-        )
-        try:
-            pg = context.pages[0] if context.pages else context.new_page()
-            pg.set_default_timeout(UI_TIMEOUT_MS)
-            yield pg
-        finally:
-            context.close()
+    with chromium_page(tmp_path_factory.mktemp("chromium-profile"), width=1600, height=1200,
+                       timeout_ms=UI_TIMEOUT_MS) as pg:
+        yield pg
 
 
 @contextmanager

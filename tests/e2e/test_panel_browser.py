@@ -27,19 +27,15 @@ from typing import Any
 
 import pytest
 
+from tests.browser_support import browser_marks, chromium_page
 from tests.conftest import REPO, free_port
 from tests.docker_support import base_image, docker_engine  # noqa: F401  (fixtures)
 
-CHROMIUM = Path("/usr/bin/chromium")
-REQUIRE_BROWSER = bool(os.environ.get("SHIPYARD_REQUIRE_BROWSER"))  # read before fixtures clear SHIPYARD_*
 SCREENSHOT = REPO / "docs" / "img" / "panel.png"
 MODEL = "breast-cancer"
 RUN_ALL_TIMEOUT = 240.0
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(480)]
-
-if not CHROMIUM.exists() and not REQUIRE_BROWSER:
-    pytestmark.append(pytest.mark.skip(reason="/usr/bin/chromium is missing (apt-get install chromium)"))
+pytestmark = browser_marks(timeout=480)
 
 _STATE_JS = """() => {
   const img = document.querySelector('img.shipyard-metrics-chart');
@@ -124,36 +120,16 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def page(lab: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Chromium (Debian's, headless, fresh profile) with the quickstart notebook open."""
-    if not CHROMIUM.exists():
-        pytest.fail("SHIPYARD_REQUIRE_BROWSER is set but /usr/bin/chromium is missing (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[
-                "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run",
-            ],
-            viewport={"width": 1280, "height": 1000},
+    with chromium_page(tmp_path_factory.mktemp("chromium-profile"), width=1280, height=1000, timeout_ms=60_000) as pg:
+        pg.goto(f"{lab['url']}/lab/tree/01_quickstart.ipynb?token={lab['token']}")
+        pg.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
+        pg.wait_for_function(
+            "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+            " const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;"
+            " return !!k && k.status === 'idle'; }",
+            timeout=90_000,
         )
-        try:
-            pg = context.pages[0] if context.pages else context.new_page()
-            pg.set_default_timeout(60_000)
-            pg.goto(f"{lab['url']}/lab/tree/01_quickstart.ipynb?token={lab['token']}")
-            pg.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
-            pg.wait_for_function(
-                "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
-                " const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;"
-                " return !!k && k.status === 'idle'; }",
-                timeout=90_000,
-            )
-            yield pg
-        finally:
-            context.close()
+        yield pg
 
 
 @pytest.fixture(scope="module")
