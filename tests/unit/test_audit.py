@@ -150,6 +150,13 @@ def test_lines_written_before_the_chain_are_covered_from_the_first_chained_line(
     assert [(p.line, p.kind) for p in audit.verify(workspace=workspace).problems] == [(2, "edited")]
 
 
+def test_a_line_longer_than_the_tail_read_is_chained_whole(workspace) -> None:
+    audit.append("gate.override", workspace=workspace, model="long", version="1", reason="x" * 300_000)
+    audit.append("review.approved", workspace=workspace, model="long", version="1", comment="ok")
+    result = audit.verify(workspace=workspace, mirror=False)
+    assert result.ok and result.lines == 2, result.problems
+
+
 def _append_many(project: str, worker: int, count: int) -> None:
     os.environ["SHIPYARD_PROJECT_DIR"] = project
     from shipyard._core import audit as log

@@ -38,7 +38,7 @@ from .workspace import Workspace, current_workspace
 
 GENESIS = "0" * 64
 _CHAIN_FIELDS = ("seq", "prev", "hash")
-_TAIL_BYTES = 1 << 16  # more than any line: records are small JSON objects
+_TAIL_BYTES = 1 << 16  # more than most lines: records are small JSON objects
 
 
 class AuditMirrorWarning(UserWarning):
@@ -68,11 +68,17 @@ def _last_line(path: Path) -> tuple[int, bytes | None]:
     with path.open("rb") as fh:
         fh.seek(0, os.SEEK_END)
         size = fh.tell()
-        fh.seek(max(0, size - _TAIL_BYTES))
-        tail = [line for line in fh.read().splitlines() if line.strip()]
-    if not tail:
+        chunk = _TAIL_BYTES
+        while True:  # widen the tail until it holds the whole last line (a long reason makes a long line)
+            start = max(0, size - chunk)
+            fh.seek(start)
+            lines = [line for line in fh.read().splitlines() if line.strip()]
+            if start == 0 or len(lines) > 1:
+                break
+            chunk *= 4
+    if not lines:
         return 0, None
-    last = tail[-1]
+    last = lines[-1]
     try:
         seq = json.loads(last).get("seq")
     except (ValueError, AttributeError):
