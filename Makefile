@@ -1,5 +1,6 @@
 # Two commands for a fresh machine:
-#   make demo   set up, then run the quickstart notebook end to end on the embedded defaults
+#   make demo   set up (Docker and the base image too), run the quickstart notebook, then promote, serve,
+#               send shifted traffic and monitor its drift (scripts/demo.py)
 #   make test   set up everything the tests need (system packages too), then run the whole suite
 
 PYTHON ?= python3
@@ -10,8 +11,9 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test venv system docker base-image clean
 
-demo: venv
+demo: venv system base-image
 	$(PY) scripts/run_notebook.py notebooks/01_quickstart.ipynb
+	$(PY) scripts/demo.py
 
 # Two workers, each module run whole by one of them (the groups in tests/conftest.py).
 test: venv system base-image
