@@ -329,7 +329,7 @@ def where(ws: Any, model: str, promotion: Any, report: Any, version: Any) -> Non
         ("bundle", str(bundle)),
         ("model card", str(card) if card and card.is_file() else "none in the bundle"),
         ("drift report", f"{report.html_path}   (MLflow run {report.run_id}, artifact {DRIFT_HTML})"),
-        ("audit log", "shipyard audit"),
+        ("audit log", f"shipyard audit show {model}   (shipyard audit verify: the hash chain holds)"),
     ]
     rollback = f'shipyard rollback {model} --reason "..."'
     try:
