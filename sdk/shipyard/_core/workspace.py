@@ -104,6 +104,15 @@ class Workspace:
         return self.settings.tracking_uri is None
 
     @property
+    def mlflow_ui(self) -> str:
+        """Base URL of the MLflow UI that links point to: ``mlflow_ui_url``, else a tracking server's own URL
+        (it serves the UI), else "" (the embedded store has no UI to link to)."""
+        if self.settings.mlflow_ui_url:
+            return self.settings.mlflow_ui_url
+        uri = self.tracking_uri
+        return uri if not self.embedded and uri.startswith(("http://", "https://")) else ""
+
+    @property
     def tracking_uri(self) -> str:
         return self.settings.tracking_uri or f"sqlite:///{self.root / 'mlflow.db'}"
 

@@ -155,7 +155,7 @@ class Panel(widgets.VBox):
 
         ws = shipyard.current_workspace()
         self.approval_required = bool(ws.settings.require_approval)
-        self.mlflow_url = _mlflow_ui(ws)
+        self.mlflow_url = ws.mlflow_ui
         try:
             self.models = registry.model_names()
         except shipyard.ShipyardError as exc:
@@ -521,10 +521,3 @@ def _default_version(versions: list[dict[str, Any]]) -> str:
     return (active or versions)[0]["version"] if versions else ""
 
 
-def _mlflow_ui(ws: Any) -> str:
-    if ws.settings.mlflow_ui_url:
-        return ws.settings.mlflow_ui_url
-    uri = ws.tracking_uri
-    if not ws.embedded and uri.startswith(("http://", "https://")):
-        return uri
-    return ""

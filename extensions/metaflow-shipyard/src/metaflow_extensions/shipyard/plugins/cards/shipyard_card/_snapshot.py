@@ -87,12 +87,7 @@ def fingerprint(snapshot: dict[str, Any]) -> Any:
 
 def mlflow_ui(ws: Any) -> str:
     """Base URL of the MLflow UI the links point to ("" when there is none: an embedded store)."""
-    if ws.settings.mlflow_ui_url:
-        return ws.settings.mlflow_ui_url.rstrip("/")
-    uri = ws.tracking_uri
-    if not ws.embedded and uri.startswith(("http://", "https://")):
-        return uri.rstrip("/")
-    return ""
+    return ws.mlflow_ui.rstrip("/")
 
 
 def version_url(ui: str, name: str, version: str) -> str:
