@@ -15,9 +15,10 @@ demo: venv system base-image
 	$(PY) scripts/run_notebook.py notebooks/01_quickstart.ipynb
 	$(PY) scripts/demo.py
 
-# Two workers, each module run whole by one of them (the groups in tests/conftest.py).
+# Two workers, each module run whole by one of them (the groups in tests/conftest.py); the slowest tests are
+# listed at the end, where the suite's time goes.
 test: venv system base-image
-	$(PY) -m pytest -n 2 --dist loadgroup
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=25
 
 # Python environment: the package (editable) with its test tools. Bytecode is
 # compiled at install time, so imports stay fast where writing .pyc is disabled.

@@ -17,17 +17,48 @@ REPO = Path(__file__).resolve().parents[1]
 CARD_OFF = ("SHIPYARD_METAFLOW_CARD", "false")
 os.environ[CARD_OFF[0]] = CARD_OFF[1]
 
+# The `shipyard` commands the tests start use preloaded workers (as a user's do), kept in a folder of this test
+# process's own (short: it holds sockets) and stopped when the session ends, so none outlives the suite.
+CLI_WORKERS = ("SHIPYARD_CLI_WORKER_DIR", f"/tmp/shipyard-tests-{os.getpid()}")
+os.environ[CLI_WORKERS[0]] = CLI_WORKERS[1]
+
+
+def outside_env(**extra: str) -> dict[str, str]:
+    """This process's environment without shipyard settings (as a fresh shell has it), plus ``extra``.
+
+    It keeps the suite's own switches: ``SHIPYARD_REQUIRE_*`` and where the suite's command workers live.
+    """
+    kept = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_") or k.startswith("SHIPYARD_REQUIRE_")}
+    return {**kept, CLI_WORKERS[0]: CLI_WORKERS[1], **extra}
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    import shutil
+
+    from shipyard.cli import _worker
+
+    folder = Path(CLI_WORKERS[1])
+    if folder.is_dir():
+        _worker.stop(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# Session fixtures that cost a minute or more each; the modules using one share an xdist group (below).
+SHARED_SESSION_FIXTURES = {"monitored_image": "monitored-image", "quickstart": "quickstart-notebook"}
+
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups into the test ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Groups for ``pytest -n 2 --dist loadgroup`` (what ``make test`` runs): each module is a group, run whole
-    by one worker, and the modules that use the session's monitored image are one group.
+    by one worker, and the modules that use one of the costly session fixtures (the monitored image, the
+    executed quickstart notebook) are one group per fixture.
 
     Q: Why whole modules?
     A: A module's fixtures (a server, a set of built images) are built once, on
        the worker that runs it. The modules on the monitored image share one
        group because that image (a whole promotion) is a session fixture: in
-       two workers it would be built twice.
+       two workers it would be built twice; the same holds for the quickstart
+       notebook's run (about 70 s).
 
     Q: Docker modules run beside each other: do they not see each other's containers?
     A: Every check for containers left behind looks only at the containers of
@@ -36,10 +67,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
        for a leftover. Keeping them apart left one worker idle for the last
        third of the run.
     """
-    monitored = {item.module.__name__ for item in items if "monitored_image" in getattr(item, "fixturenames", ())}
+    group_of: dict[str, str] = {}
+    for item in items:
+        for fixture, group in SHARED_SESSION_FIXTURES.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                group_of[item.module.__name__] = group
     for item in items:
         module = item.module.__name__
-        item.add_marker(pytest.mark.xdist_group("monitored-image" if module in monitored else module))
+        item.add_marker(pytest.mark.xdist_group(group_of.get(module, module)))
 
 
 @pytest.hookimpl(trylast=True)
@@ -61,6 +96,7 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if name.startswith("SHIPYARD_") and not name.startswith("SHIPYARD_REQUIRE_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv(CARD_OFF[0], CARD_OFF[1])
+    monkeypatch.setenv(CLI_WORKERS[0], CLI_WORKERS[1])
     reset_workspace()
     yield
     reset_workspace()

@@ -76,6 +76,10 @@ _LAZY: dict[str, str] = {
     "rollback": ".promotion",
     "retire": ".promotion",
     "model_card": ".promotion._card",
+    # signed provenance of what a promotion shipped
+    "verify": ".deploy.provenance",
+    "Verification": ".deploy.provenance",
+    "generate_signing_key": ".deploy.provenance",
     # production: drift back into MLflow, and the same flow on new data
     "monitor": ".production",
     "retrain": ".production",
@@ -99,6 +103,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; the map above is what runs
     from ._core.workspace import Workspace, current_workspace, init
     from ._interactive import run
     from .deploy import smoke
+    from .deploy.provenance import Verification, generate_signing_key, verify
     from .flows import FlowRun, RunResult, run_async, track
     from .flows._schedule import ScheduledFlow, schedule
     from .gates import GateReport, check, gate

@@ -14,7 +14,6 @@ These tests skip only when ``/usr/bin/chromium`` is missing and
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import subprocess
@@ -28,7 +27,7 @@ from typing import Any
 import pytest
 
 from tests.browser_support import browser_marks, chromium_page
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, outside_env
 from tests.docker_support import base_image, docker_engine  # noqa: F401  (fixtures)
 
 SCREENSHOT = REPO / "docs" / "img" / "panel.png"
@@ -74,7 +73,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     shutil.copytree(REPO / "notebooks", root)
     project.mkdir()
     port, token = free_port(), secrets.token_hex(16)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_") or k == "SHIPYARD_REQUIRE_DOCKER"}
+    env = outside_env()
     env.update(
         SHIPYARD_PROJECT_DIR=str(project),
         JUPYTER_CONFIG_DIR=str(base / "jupyter-config"),

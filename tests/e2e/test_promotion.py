@@ -231,21 +231,43 @@ def test_two_promotions_at_once_end_with_one_champion(ws) -> None:
     assert len(completed) == 2  # the second one waited, then found every stage done
 
 
-def test_approval_required_stops_before_the_swap(ws, monkeypatch) -> None:
-    monkeypatch.setenv("SHIPYARD_REQUIRE_APPROVAL", "true")
+def test_approval_required_stops_before_the_swap_until_two_other_people_approve(ws, monkeypatch) -> None:
+    """The four-eyes rule with two approvals: neither the run's author nor the promoter may approve; one is not
+    enough; the same person twice counts once; a rejection stops the promotion."""
+    identity = "SHIPYARD_TEST_IDENTITY"  # the suite's own prefix: no unknown-variable warning
     reset_workspace()
-    ws = shipyard.init(project_dir=ws.project_dir, oci_registry=ws.settings.oci_registry)
+    ws = shipyard.init(project_dir=ws.project_dir, oci_registry=ws.settings.oci_registry, author="ada",
+                       separation_of_duties=True, required_approvals=2, identity_source="env",
+                       identity_env=identity)
     model = "iris-approval"
     run_id = candidate(ws, 1.0)
+    monkeypatch.setenv(identity, "bob")
     waiting = shipyard.promote(run_id, model_name=model)
-    assert waiting.status == "awaiting_approval"
+    assert waiting.status == "awaiting_approval" and waiting.bundle_path is None
     assert "champion" not in _aliases(ws, model)
-    pending = shipyard.review(f"{model}/{waiting.version}")
-    assert pending.image["digest"].startswith("sha256:") and pending.review == {}
-    shipyard.approve(f"{model}/{waiting.version}", "parity and latency look right", reviewer="eng-1")
+    ref = f"{model}/{waiting.version}"
+    pending = shipyard.review(ref)
+    assert pending.image["digest"].startswith("sha256:") and pending.review.get("state") != "approved"
+    for barred, rule in (("ada", "author"), ("bob", "promoter")):
+        monkeypatch.setenv(identity, barred)
+        with pytest.raises(shipyard.ApprovalRefused) as refused:
+            shipyard.approve(ref, "looks fine to me")
+        assert (refused.value.rule, refused.value.who) == (rule, barred)
+    monkeypatch.setenv(identity, "eng-1")
+    assert shipyard.approve(ref, "parity and latency look right")["approvals"] == "1/2"
+    assert shipyard.approve(ref, "and again")["approvals"] == "1/2"  # the same person counts once
+    monkeypatch.setenv(identity, "bob")
+    assert shipyard.promote(run_id, model_name=model).status == "awaiting_approval"
+    assert "champion" not in _aliases(ws, model)
+    monkeypatch.setenv(identity, "eng-2")
+    assert shipyard.approve(ref, "agreed")["state"] == "approved"
+    monkeypatch.setenv(identity, "bob")
     done = shipyard.promote(run_id, model_name=model)
     assert done.status == "completed" and _aliases(ws, model)["champion"] == waiting.version
-    assert json.loads((done.bundle_path / "handoff.json").read_text())["approvals"][0]["by"] == "eng-1"
+    approvals = json.loads((done.bundle_path / "handoff.json").read_text())["approvals"]
+    assert [(a["by"], a["identity_source"]) for a in approvals] == [("eng-1", "env"), ("eng-2", "env")]
+    refused = [r["who"] for r in audit.read(workspace=ws, event="review.refused") if r.get("model") == model]
+    assert refused == ["ada", "bob"]
 
     rejected_run = candidate(ws, 0.3)
     second = shipyard.promote(rejected_run, model_name=model)

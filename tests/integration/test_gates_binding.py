@@ -9,17 +9,17 @@ then in the report, the tags and the audit log.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
 import shipyard
 from shipyard._core import audit
 from shipyard._core.errors import GateFailed
 from shipyard.gates import GateReport, load_report
+
+from tests.conftest import outside_env
 
 MODEL = "diabetes-gated"
 
@@ -79,7 +79,7 @@ print(json.dumps(report.to_dict()))
 
 
 def _python(project: Path, *args: str, author: str = "grace") -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_") or k.startswith("SHIPYARD_REQUIRE_")}
+    env = outside_env()
     env.update(SHIPYARD_PROJECT_DIR=str(project), SHIPYARD_AUTHOR=author)
     return subprocess.run(
         [sys.executable, *args], env=env, cwd=project, capture_output=True, text=True, timeout=300

@@ -9,7 +9,6 @@ is elsewhere and PYTHONPATH is unset.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,10 +16,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 import shipyard
 from shipyard import registry
 from shipyard.gates import custom, load_report, threshold
+
+from tests.conftest import outside_env
 
 MODEL = "iris-by-value"
 
@@ -53,7 +53,7 @@ CHECKS = {
 
 
 def _ci_env(project: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_") or k.startswith("SHIPYARD_REQUIRE_")}
+    env = outside_env()
     env.pop("PYTHONPATH", None)
     env["SHIPYARD_PROJECT_DIR"] = str(project)
     return env

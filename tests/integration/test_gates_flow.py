@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import shipyard
 from shipyard._core import audit
+
+from tests.conftest import outside_env
 
 FLOW_SOURCE = '''
 """A regression flow whose train step is gated."""
@@ -90,7 +91,7 @@ def test_gate_decorator_evaluates_at_step_end_and_a_raising_gate_does_not_crash_
     assert len(verdicts) == 1 and verdicts[0]["verdict"] == "fail"
 
     # the recorded gates, custom function included, re-run by the CI command with the same verdict
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_") or k.startswith("SHIPYARD_REQUIRE_")}
+    env = outside_env()
     env["SHIPYARD_PROJECT_DIR"] = str(workspace.project_dir)
     ci = subprocess.run(
         [sys.executable, "-m", "shipyard.cli", "gates", "check", result.mlflow_run_id, "--json"],

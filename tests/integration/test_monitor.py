@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from shipyard._core.errors import MonitoringError
 from shipyard._core.workspace import reset_workspace, slug
 from shipyard.gates import drift, prediction_drift
 
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, outside_env
 
 ROWS = 1500
 
@@ -350,7 +349,7 @@ def test_prometheus_source_reads_the_gauges_the_image_exports(workspace, trained
 
 
 def _cli(*args: str, project: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+    env = outside_env()
     env["SHIPYARD_PROJECT_DIR"] = str(project)
     return subprocess.run(
         [str(REPO / ".venv" / "bin" / "shipyard"), *args],

@@ -6,20 +6,20 @@ appear, inside one the workspace appears at the project's root only.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
 from shipyard._core.config import discover_project_dir
+
+from tests.conftest import outside_env
 
 SHIPYARD = Path(sys.executable).with_name("shipyard")
 
 
 def _shipyard(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+    base = outside_env()
     return subprocess.run(
         [str(SHIPYARD), *args], cwd=cwd, capture_output=True, text=True, timeout=180,
         env={**base, "COLUMNS": "200", **env},

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from shipyard._core import audit, lineage
 
+from tests.conftest import outside_env
+
 MODEL = "churn"
 EVENTS = [
     ("model.register", {"version": "1", "run_id": "r1"}),
@@ -182,7 +184,7 @@ def test_concurrent_writers_keep_one_unbroken_chain(workspace) -> None:
 
 
 def _shipyard(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+    env = outside_env()
     return subprocess.run([sys.executable, "-m", "shipyard.cli", "--project", str(project), *args],
                           check=False, capture_output=True, text=True, env=env, timeout=120)
 

@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 SDK = Path(shipyard.__file__).parent
 
 EXPECTED = [
+    "ApprovalRefused",
     "BaseImageMissing",
     "ConfigError",
     "ContainerFailed",
@@ -52,6 +53,7 @@ EXPECTED = [
     "TrackedRun",
     "TrackingError",
     "TrackingUnavailable",
+    "Verification",
     "Workspace",
     "__version__",
     "active_run_id",
@@ -61,6 +63,7 @@ EXPECTED = [
     "current_workspace",
     "flush",
     "gate",
+    "generate_signing_key",
     "get_run",
     "init",
     "log_dataset",
@@ -88,6 +91,7 @@ EXPECTED = [
     "start_run",
     "sync",
     "track",
+    "verify",
 ]
 
 # Module-level names of the facade that are plumbing, not API.

@@ -57,6 +57,12 @@ OTHER_VARIABLES: dict[str, str] = {
     "SHIPYARD_DOCKER_TIMEOUT": "scripts/docker-up.sh: seconds to wait for the Docker daemon",
     "SHIPYARD_CAPTURE_DIR": "in a model image: where inference capture writes (a mounted volume)",
     "SHIPYARD_CAPTURE_SALT": "in a model image: the secret that sensitive captured columns are hashed with",
+    "SHIPYARD_SERVING_TOKEN_FILE": "in a model image: the file holding the bearer token(s) requests must carry",
+    "SHIPYARD_SERVING_TOKEN": "in a model image: the bearer token requests must carry, instead of a file",
+    "SHIPYARD_IDENTITY": "who is approving, when identity_source is env and identity_env is left at its default",
+    "SHIPYARD_CLI_WORKER": "the `shipyard` command: 0 runs every command in its own process (no preloaded worker)",
+    "SHIPYARD_CLI_WORKER_IDLE": "the `shipyard` command: seconds a preloaded worker waits for a command (600)",
+    "SHIPYARD_CLI_WORKER_DIR": "the `shipyard` command: the private folder for the preloaded workers' sockets",
 }
 # The test suite's switches (SHIPYARD_REQUIRE_DOCKER, SHIPYARD_REQUIRE_BROWSER, ...): fail instead of skip.
 REQUIRE_PREFIX = "SHIPYARD_REQUIRE_"
@@ -124,6 +130,12 @@ class Settings(BaseSettings):
     serving_batch_wait_ms: float = Field(
         0.0, ge=0, le=100, description="With batching on, how long a request may wait for others to join its batch."
     )
+    serving_auth: bool = Field(
+        False,
+        description="Model images require `Authorization: Bearer <token>` on every endpoint but the probes and "
+        "/metrics; the token is read when the container starts (SHIPYARD_SERVING_TOKEN_FILE or "
+        "SHIPYARD_SERVING_TOKEN), and handoff bundles mount it from a Kubernetes Secret.",
+    )
     monitoring: bool = Field(
         True,
         description="Model images measure their own drift against the reference profile frozen at packaging "
@@ -187,6 +199,41 @@ class Settings(BaseSettings):
         "are lowered to fit.",
     )
     require_approval: bool = Field(False, description="An engineer must approve before champion moves.")
+    separation_of_duties: bool = Field(
+        False,
+        description="Four-eyes rule: an approval from the run's author or from whoever started the promotion is "
+        "refused, and approvals are recorded under identity_source; implies require_approval.",
+    )
+    required_approvals: int = Field(
+        1, ge=1, le=10, description="Distinct people who must approve before champion moves (implies require_approval "
+        "above 1).",
+    )
+    identity_source: Literal["os", "env", "tracking"] = Field(
+        "os",
+        description="Who is approving, with separation_of_duties: the OS login, the variable identity_env names, "
+        "or the user the MLflow tracking server authenticates.",
+    )
+    identity_env: str = Field(
+        "SHIPYARD_IDENTITY",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="The environment variable holding the identity when identity_source is env.",
+    )
+    provenance_key: Path | None = Field(
+        None,
+        description="PEM file of the Ed25519 private key that signs each promotion's provenance statement "
+        "(relative paths are from the project directory); unset: statements are written unsigned.",
+    )
+    provenance_public_key: Path | None = Field(
+        None, description="PEM file of the public key `shipyard verify` checks signatures with; default: "
+        "the public half of provenance_key."
+    )
+    provenance_require_signature: bool = Field(
+        False, description="Refuse to promote when no provenance_key is set, instead of writing an unsigned statement."
+    )
+    provenance_builder_id: str = Field(
+        "urn:shipyard:promote", min_length=1,
+        description="SLSA builder id recorded in provenance statements (e.g. your CI system's URI).",
+    )
     gitops_repo: Path | None = Field(None, description="Git repository path that handoff bundles are committed to.")
     gitops_path: str = Field("deploy", description="Folder inside gitops_repo for handoff bundles.")
     gitops_url: str | None = Field(

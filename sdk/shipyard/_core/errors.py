@@ -32,6 +32,7 @@ public once it is listed there (and pinned in tests/unit/test_exported_members.p
     ├── DeployError                 smoke tests, handoff bundles, registry push
     │   └── ContainerFailed         a test container exited before it was ready; carries exit code, log tail
     └── PromotionError              the promote() state machine
+        └── ApprovalRefused         an approval the separation of duties forbids; carries rule, who
 """
 
 from __future__ import annotations
@@ -166,6 +167,21 @@ class PromotionError(ShipyardError):
     """The promotion state machine could not go on."""
 
 
+class ApprovalRefused(PromotionError):
+    """An approval that the separation of duties forbids (it is recorded, and not counted).
+
+    Attributes:
+        rule: the rule that refused it: ``author`` (the run's author), ``promoter`` (who started the
+            promotion) or ``identity`` (a reviewer name other than the approver's own identity).
+        who: the identity that was refused.
+    """
+
+    def __init__(self, message: str, *, rule: str, who: str, hint: str | None = None) -> None:
+        self.rule = rule
+        self.who = who
+        super().__init__(message, hint=hint)
+
+
 class MonitoringError(ShipyardError):
     """Production data could not be read or held against the model's reference profile, or retraining failed."""
 
@@ -212,6 +228,7 @@ class NoProject(ConfigError):
 
 
 __all__ = [
+    "ApprovalRefused",
     "BaseImageMissing",
     "ConfigError",
     "ContainerFailed",

@@ -27,7 +27,10 @@ Run and model-version tags (written by ``gates`` and ``registry``)::
     shipyard.gate.verdict / .report     overall verdict, report artifact URI
     shipyard.gate.override.<field>      gates, by, at, reason
     shipyard.alias.<alias>.<field>      by, at, reason, from_version (removed.* on removal)
-    shipyard.review.<field>             state, by, at, comment
+    shipyard.review.<field>             state, by, at, comment (requested_by, approvals with
+                                        separation of duties or several required approvals)
+    shipyard.approval.<who>.<field>     by, at, comment, identity_source: one per approver
+    shipyard.refusal.<who>.<field>      by, at, rule, comment: the last refused approval of each person
     shipyard.retired[.<field>]          "true"; by, at, reason
 """
 
@@ -80,6 +83,12 @@ ALIAS_PREFIX = "shipyard.alias."
 REVIEW_PREFIX = "shipyard.review."
 REVIEW_STATE = "shipyard.review.state"
 REVIEW_FIELDS = ("by", "at", "comment")
+REVIEW_REQUESTED_BY = "shipyard.review.requested_by"  # who started the promotion that waits for approval
+REVIEW_APPROVALS = "shipyard.review.approvals"  # "<counted>/<required>"
+APPROVAL_PREFIX = "shipyard.approval."
+APPROVAL_FIELDS = ("by", "at", "comment", "identity_source")
+REFUSAL_PREFIX = "shipyard.refusal."
+REFUSAL_FIELDS = ("by", "at", "rule", "comment")
 RETIRED = "shipyard.retired"
 RETIRED_FIELDS = ("by", "at", "reason")
 
@@ -122,6 +131,8 @@ MONITOR_ARTIFACT_DIR = "monitoring"  # on a monitoring run: drift.json, drift.ht
 MODEL_CARD_ARTIFACT = "shipyard/model_card.md"
 MODEL_CARD_HTML_ARTIFACT = "shipyard/model_card.html"
 MODEL_CARD_SPEC_ARTIFACT = "shipyard/model_card_spec.json"  # @shipyard.track(card=...) and MODEL_CARD.md
+# on the version's run: the signed provenance statement of its image (a DSSE envelope, see deploy.provenance)
+PROVENANCE_ARTIFACT = "shipyard/provenance.intoto.jsonl"
 
 # -- monitoring: model-version tags written by `shipyard monitor` (and run tags of its runs) --
 REFERENCE_TAG = "shipyard.reference.fingerprint"  # version tag: the reference profile's fingerprint
@@ -174,6 +185,15 @@ def review_tag(field: str) -> str:
     return f"{REVIEW_PREFIX}{field}"
 
 
+def approval_tag(who: str, field: str) -> str:
+    """``who`` is an approver's key (see ``shipyard.promotion._duties.identity_key``), not the raw identity."""
+    return f"{APPROVAL_PREFIX}{who}.{field}"
+
+
+def refusal_tag(who: str, field: str) -> str:
+    return f"{REFUSAL_PREFIX}{who}.{field}"
+
+
 def retired_tag(field: str) -> str:
     return f"{RETIRED}.{field}"
 
@@ -212,6 +232,18 @@ def gate_override(tags: Mapping[str, str]) -> dict[str, str] | None:
     """The recorded override (``gates``, ``by``, ``at``, ``reason``), or None."""
     found = {k[len(GATE_OVERRIDE_PREFIX) :]: v for k, v in tags.items() if k.startswith(GATE_OVERRIDE_PREFIX)}
     return found or None
+
+
+def approvals(tags: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Approver key → ``{"by", "at", "comment", "identity_source"}`` of every recorded approval."""
+    return {who: {f: tags.get(approval_tag(who, f), "") for f in APPROVAL_FIELDS}
+            for who in _family(tags, APPROVAL_PREFIX, "by")}
+
+
+def refusals(tags: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Person key → ``{"by", "at", "rule", "comment"}`` of the last refused approval of each person."""
+    return {who: {f: tags.get(refusal_tag(who, f), "") for f in REFUSAL_FIELDS}
+            for who in _family(tags, REFUSAL_PREFIX, "by")}
 
 
 def review(tags: Mapping[str, str]) -> dict[str, str]:

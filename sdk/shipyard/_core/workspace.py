@@ -179,7 +179,7 @@ class Workspace:
 
     @property
     def author(self) -> str:
-        return self.settings.author or _os_user()
+        return self.settings.author or os_user()
 
     def ensure(self) -> Workspace:
         """Create the workspace folders (idempotent) and return self."""
@@ -239,7 +239,8 @@ class Workspace:
         )
 
 
-def _os_user() -> str:
+def os_user() -> str:
+    """The OS login name (the uid when the system knows no name for it)."""
     try:
         return getpass.getuser()
     except (KeyError, OSError):

@@ -24,7 +24,8 @@ from shipyard import ShipyardError
 
 # modules that add commands to the group; a later module's command replaces an earlier one of the same name
 _COMMAND_MODULES = (
-    "runs", "gates", "packaging", "promotion", "deploy", "monitoring", "retrain", "schedule", "project", "audit", "card"
+    "runs", "gates", "packaging", "promotion", "deploy", "monitoring", "retrain", "schedule", "project", "audit", "card",
+    "worker", "verify",
 )
 _PROJECT_DIR_ENV = "SHIPYARD_PROJECT_DIR"  # shipyard._core.config.PROJECT_DIR_ENV, not imported: --help stays cheap
 
@@ -88,8 +89,27 @@ _python_show_warning = warnings.showwarning
 
 
 def main() -> None:
+    """The ``shipyard`` command: a fast command goes to the preloaded worker (:mod:`._worker`) when one can take it."""
+    from . import _worker
+
+    argv = sys.argv[1:]
+    if _worker.wanted(argv):
+        code = _worker.run(argv, _prog_name())
+        if code is not None:
+            sys.exit(code)
+    run_here()
+
+
+def run_here(argv: list[str] | None = None, prog_name: str | None = None) -> None:
+    """Run the command in this process (``argv``: default ``sys.argv[1:]``)."""
     warnings.showwarning = _show_warning
-    cli()
+    cli.main(args=argv, prog_name=prog_name)
+
+
+def _prog_name() -> str:
+    """What usage lines call the program, as click would name it in this process."""
+    name = os.path.basename(sys.argv[0])
+    return "python -m shipyard.cli" if name == "__main__.py" else name
 
 
 if __name__ == "__main__":

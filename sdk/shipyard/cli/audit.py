@@ -18,6 +18,7 @@ _EVENTS = {
     "alias.move": "alias moved",
     "review.approved": "approved",
     "review.rejected": "rejected",
+    "review.refused": "approval refused",
     "promotion.completed": "promoted",
     "promotion.awaiting_approval": "awaiting approval",
     "promotion.allow_retired": "retired version allowed",

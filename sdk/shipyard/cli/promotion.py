@@ -162,7 +162,8 @@ def _size(value: int | None, *, signed: bool = False) -> str:
 def approve(ref: str, comment: str) -> None:
     """Approve REF for production (a waiting promotion then completes on `shipyard promote`)."""
     record = shipyard.approve(ref, comment)
-    click.echo(f"approved {ref} by {record['by']}")
+    counted = f" ({record['approvals']} approvals)" if "approvals" in record else ""  # when counted per person
+    click.echo(f"approved {ref} by {record['by']}{counted}")
 
 
 @click.command()

@@ -5,6 +5,12 @@ a promotion starts it, ``shipyard.promotion=<promotion key>``: a promotion
 that is killed while its container runs leaves it behind, and the next run of
 that promotion removes it (:func:`remove_leftovers`) before it starts anew.
 
+Given a token, the container requires it (``SHIPYARD_SERVING_AUTH=1``) and
+finds it where a Kubernetes Secret would be mounted: the file is copied into
+the created container before it starts, so neither the image nor the
+container's configuration (``docker inspect``) holds it, and no file on this
+machine does.
+
 Waiting for readiness watches three things at once: ``/readyz``, the
 container's state, and its log. A container that exits, or whose model server
 gives up starting, raises :class:`~shipyard.ContainerFailed` at once, with
@@ -28,10 +34,12 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
 from .._core import lineage
 from .._core.errors import ContainerFailed, DeployError
+from ..monitoring.auth import AUTH_ENV, TOKEN_FILE
 
 CONTAINER_PORT = 3000
 READY_TIMEOUT_S = 60.0
@@ -57,9 +65,16 @@ class RunningModel:
 
 @contextlib.contextmanager
 def running_model(
-    client: Any, image: str, *, ready_timeout: float = READY_TIMEOUT_S, labels: Mapping[str, str] | None = None
+    client: Any,
+    image: str,
+    *,
+    ready_timeout: float = READY_TIMEOUT_S,
+    labels: Mapping[str, str] | None = None,
+    token: str | None = None,
 ) -> Iterator[RunningModel]:
     """Run ``image`` on 127.0.0.1 (random port, no capabilities), wait until ready, remove it afterwards.
+
+    With ``token``, the service requires it on every request (send it with ``JsonClient(port, token=...)``).
 
     Raises:
         ContainerFailed: the container exits, or its model server gives up starting, before it is ready.
@@ -68,21 +83,43 @@ def running_model(
     container = None
     started = time.monotonic()
     try:
-        container = client.containers.run(
+        container = client.containers.create(
             image,
-            detach=True,
             name=f"shipyard-smoke-{uuid.uuid4().hex[:12]}",
             ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", None)},
             labels={lineage.CONTAINER_SMOKE: "true", **(labels or {})},
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
+            environment={AUTH_ENV: "1"} if token is not None else {},
         )
+        if token is not None:
+            container.put_archive("/", _token_archive(token))
+        container.start()
         port = _host_port(container, started)
         yield RunningModel(container, port, _wait_ready(container, port, ready_timeout, started))
     finally:
         if container is not None:
             with contextlib.suppress(Exception):  # already gone: nothing else to clean
                 container.remove(force=True)
+
+
+def _token_archive(token: str) -> bytes:
+    """A tar of the token file at the path the service reads by default, readable by the image's user."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        parts = PurePosixPath(TOKEN_FILE).relative_to("/").parts
+        for depth in range(1, len(parts)):
+            folder = tarfile.TarInfo("/".join(parts[:depth]))
+            folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(folder)
+        data = f"{token}\n".encode()
+        entry = tarfile.TarInfo("/".join(parts))
+        entry.size, entry.mode = len(data), 0o444
+        tar.addfile(entry, io.BytesIO(data))
+    return buffer.getvalue()
 
 
 def remove_leftovers(client: Any, promotion: str) -> int:
@@ -216,8 +253,11 @@ _EXCEPTION_LINE = re.compile(r"\b[A-Za-z_][\w.]*(?:Error|Exception|Exit)\b: .*$"
 class JsonClient:
     """A keep-alive JSON client for one local port."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, token: str | None = None) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT_S)
+        self.headers = {"Content-Type": "application/json"}
+        if token is not None:
+            self.headers["Authorization"] = f"Bearer {token}"
 
     def __enter__(self) -> JsonClient:
         return self
@@ -227,7 +267,7 @@ class JsonClient:
 
     def post_json(self, path: str, body: Any) -> Any:
         data = json.dumps(body, allow_nan=False).encode()
-        self.conn.request("POST", path, body=data, headers={"Content-Type": "application/json"})
+        self.conn.request("POST", path, body=data, headers=self.headers)
         response = self.conn.getresponse()
         payload = response.read()
         if response.status != 200:

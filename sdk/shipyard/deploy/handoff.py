@@ -3,7 +3,8 @@
 A bundle is a directory per model version, laid out for GitOps (Kustomize)::
 
     base/deployment.yaml         Deployment pinned to the image, non-root, read-only root filesystem,
-                                 probes, resources, Prometheus scrape annotations
+                                 probes, resources, Prometheus scrape annotations; with ``serving_auth``,
+                                 the token Secret mounted read-only (the bundle never holds the token)
     base/service.yaml            ClusterIP Service in front of it
     base/serviceaccount.yaml     the pods' ServiceAccount (no API token mounted)
     base/networkpolicy.yaml      ingress to the model's port only
@@ -27,6 +28,8 @@ A bundle is a directory per model version, laid out for GitOps (Kustomize)::
                                  overrides, approvals, delivery and its analysis queries
     gate-report.json             the model version's gate report
     sbom.cdx.json                CycloneDX SBOM of the image's Python packages
+    provenance.intoto.jsonl      the image's signed provenance (in-toto statement, SLSA provenance v1, in a
+                                 DSSE envelope), see :mod:`.provenance`
     model-card.md, model-card.html
                                  the version's model card (Markdown, and one self-contained HTML page), when given
     README.md                    how to deploy, check and roll back, with the real names
@@ -62,6 +65,7 @@ from .._core import lineage as names
 from .._core.errors import DeployError
 from .._core.lineage import Lineage
 from .._core.workspace import slug
+from ..monitoring.auth import AUTH_ENV, TOKEN_FILE
 from .alerts import AlertThresholds
 from .delivery import DeliverySpec
 
@@ -70,6 +74,7 @@ SERVICE_PORT = 3000  # BentoML's HTTP port
 RULE_FILE = "prometheus-rule.yaml"
 REFERENCE_FILE = "reference-profile.json"
 MODEL_CARD_FILES = ("model-card.md", "model-card.html")  # written by shipyard.promotion's model card
+PROVENANCE_FILE = "provenance.intoto.jsonl"  # the DSSE envelope of .provenance (its ENVELOPE_FILE)
 BASE = "base"
 # the built-in kinds a bundle holds; every other kind is a custom resource
 CORE_KINDS = frozenset({"Deployment", "Service", "ServiceAccount", "NetworkPolicy", "PodDisruptionBudget"})
@@ -78,9 +83,12 @@ PRODUCTION = "production"
 # Where the model server writes at run time (BentoML's home, temporary files): emptyDir volumes, so the root
 # filesystem can stay read-only.
 WRITABLE_PATHS = {"tmp": "/tmp"}
+TOKEN_KEY = "token"  # the key of the serving token Secret, mounted as the file the service reads
+TOKEN_VOLUME = "serving-token"
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # the OCI distribution spec's tag grammar
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 @dataclass(frozen=True)
@@ -159,6 +167,10 @@ class HandoffSpec:
         gitops: where Argo CD or Flux read the bundle; None writes no ``argocd/`` or ``flux/`` objects.
         kubernetes_version: the Kubernetes version core objects are validated against.
         model_card: file name (one of ``MODEL_CARD_FILES``) -> its text; empty writes no model card.
+        auth_secret: name of the Kubernetes Secret whose ``token`` key the pods mount and require as a bearer
+            token on every request but the probes and ``/metrics`` (``serving_auth``); None: no token.
+        provenance: the DSSE envelope of the image's provenance statement (one JSON line), written as
+            ``PROVENANCE_FILE``; empty writes none.
     """
 
     model_name: str
@@ -185,6 +197,8 @@ class HandoffSpec:
     gitops: GitOpsSource | None = None
     kubernetes_version: str = KUBERNETES_VERSION
     model_card: Mapping[str, str] = field(default_factory=dict)
+    auth_secret: str | None = None
+    provenance: str = ""
 
     @property
     def image(self) -> str:
@@ -197,6 +211,11 @@ class HandoffSpec:
     def app(self) -> str:
         """The Kubernetes name of the model's objects: the model's slug (a valid DNS label)."""
         return slug(self.model_name)
+
+
+def token_secret_name(model_name: str) -> str:
+    """The Kubernetes Secret a model's pods read their serving token from (``<model slug>-serving-token``)."""
+    return f"{slug(model_name)}-serving-token"
 
 
 def _resources(values: Mapping[str, str], setting: str) -> Resources:
@@ -238,6 +257,7 @@ def deployment_settings(settings: Any, model_name: str) -> dict[str, Any]:
             Overlay(PRODUCTION, s.production_namespace, s.production_replicas),
         ),
         "gitops": gitops,
+        "auth_secret": token_secret_name(model_name) if s.serving_auth else None,
         "delivery": DeliverySpec(
             mode=s.delivery, steps=tuple(s.canary_steps), pause=s.canary_pause, interval=s.analysis_interval,
             count=s.analysis_count, failure_limit=s.analysis_failure_limit, window=s.analysis_window,
@@ -276,6 +296,11 @@ def _check(spec: HandoffSpec) -> None:
         raise DeployError(
             f"Image tag {spec.local_tag!r} of {spec.model_name} v{spec.version} is not a valid image tag.",
             hint="Use the tag shipyard gave the image when it built it (see `docker image ls`).",
+        )
+    if spec.auth_secret is not None and not _DNS_SUBDOMAIN.match(spec.auth_secret):
+        raise DeployError(
+            f"Secret name {spec.auth_secret!r} of {spec.model_name} v{spec.version} is not a valid Kubernetes name.",
+            hint="Use lower-case letters, digits, '-' and '.', at most 253 characters.",
         )
     if spec.run_as_user == 0:
         raise DeployError(
@@ -322,7 +347,7 @@ def _deployment(spec: HandoffSpec, *, name: str, image: str, replicas: int, trac
     selector = {"app.kubernetes.io/name": spec.app, names.K8S_TRACK: track}
     probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5, "failureThreshold": 3}
     r = spec.resources
-    return {
+    deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {
@@ -384,6 +409,27 @@ def _deployment(spec: HandoffSpec, *, name: str, image: str, replicas: int, trac
             },
         },
     }
+    if spec.auth_secret is not None:
+        _mount_token(deployment["spec"]["template"]["spec"], spec.auth_secret)
+    return deployment
+
+
+def _mount_token(pod: dict[str, Any], secret: str) -> None:
+    """Mount ``secret``'s token read-only where the service reads it, and make the service require it.
+
+    The mount is the file's folder (a Secret volume mounted on a single file with ``subPath`` is never
+    updated, so a rotated token would not reach the pod). The file is readable by all (0444) because
+    the pod runs without ``fsGroup``: Secret files belong to root, and the model's user must read it.
+    ``SHIPYARD_SERVING_AUTH=1`` makes an image packaged without ``serving_auth`` require the token too.
+    """
+    folder, _, name = TOKEN_FILE.rpartition("/")
+    container = pod["containers"][0]
+    container["env"] = [*container.get("env", []), {"name": AUTH_ENV, "value": "1"}]
+    container["volumeMounts"].append({"name": TOKEN_VOLUME, "mountPath": folder, "readOnly": True})
+    pod["volumes"].append({
+        "name": TOKEN_VOLUME,
+        "secret": {"secretName": secret, "items": [{"key": TOKEN_KEY, "path": name}], "defaultMode": 0o444},
+    })
 
 
 def service(spec: HandoffSpec, name: str) -> dict[str, Any]:
@@ -576,6 +622,7 @@ def write_bundle(spec: HandoffSpec, directory: Path) -> HandoffBundle:
             "resources": asdict(spec.resources),
             "previous_image": spec.previous_image,
             "namespace": spec.namespace,
+            "auth_secret": spec.auth_secret,
         },
         "alerts": asdict(spec.alerts),
         "delivery": {
@@ -600,6 +647,8 @@ def write_bundle(spec: HandoffSpec, directory: Path) -> HandoffBundle:
         (staging / "handoff.json").write_text(json.dumps(handoff, indent=2, sort_keys=True, default=str) + "\n")
         (staging / "gate-report.json").write_text(json.dumps(dict(spec.gate_report), indent=2, default=str) + "\n")
         (staging / "sbom.cdx.json").write_text(sbom(spec))
+        if spec.provenance:
+            (staging / PROVENANCE_FILE).write_text(spec.provenance, encoding="utf-8")
         for name in MODEL_CARD_FILES:
             if name in spec.model_card:
                 (staging / name).write_text(spec.model_card[name], encoding="utf-8")
@@ -683,6 +732,7 @@ def _readme(spec: HandoffSpec) -> str:
           for o in spec.overlays),
         "```",
         "",
+        *_token_readme(spec),
         f"Where the Prometheus Operator runs, also `kubectl apply -f alerts/{RULE_FILE}` (namespace "
         f"{spec.namespace}; it is kept out of the overlays so they apply on clusters without the operator).",
         "",
@@ -692,6 +742,12 @@ def _readme(spec: HandoffSpec) -> str:
         f"Readiness: `GET /readyz`; liveness: `GET /livez`; metrics: `GET /metrics` on port {SERVICE_PORT}.",
         "Lineage, gate results and approvals are in `handoff.json`; the image's Python packages in",
         "`sbom.cdx.json` (CycloneDX).",
+        *(
+            [f"`{PROVENANCE_FILE}` is the image's provenance (an in-toto statement in a DSSE envelope);",
+             "`shipyard verify .` checks its signature, the image's digest and the registry's verdict."]
+            if spec.provenance
+            else []
+        ),
         *(
             ["The model card (intended use, limitations, data, metrics, gates, approvals) is `model-card.md`,",
              "and `model-card.html` as one page with its figures."]
@@ -733,6 +789,24 @@ def _readme(spec: HandoffSpec) -> str:
     return "\n".join(lines)
 
 
+def _token_readme(spec: HandoffSpec) -> list[str]:
+    if spec.auth_secret is None:
+        return []
+    return [
+        "Every request but the probes and `/metrics` needs `Authorization: Bearer <token>`. The pods read the",
+        f"token from the Secret `{spec.auth_secret}` (key `{TOKEN_KEY}`; one token per line, so a new one can be",
+        "added before the old one is removed). The bundle holds no token: create the Secret in each namespace",
+        "before the first apply, or the pods wait for it:",
+        "",
+        "```bash",
+        "openssl rand -hex 32 > token",
+        *(f"kubectl create secret generic {spec.auth_secret} --from-file={TOKEN_KEY}=token -n {ns}"
+          for ns in dict.fromkeys(o.namespace for o in spec.overlays)),
+        "```",
+        "",
+    ]
+
+
 def read_bundle(directory: Path) -> HandoffSpec:
     """The :class:`HandoffSpec` a bundle was written from (``write_bundle(read_bundle(d), d)`` rewrites it as it was).
 
@@ -757,6 +831,8 @@ def read_bundle(directory: Path) -> HandoffSpec:
             for o in handoff.get("overlays") or ()
         ) or DEFAULT_OVERLAYS
         gitops = GitOpsSource(**handoff["gitops"]) if handoff.get("gitops") else None
+        provenance_path = directory / PROVENANCE_FILE
+        provenance = provenance_path.read_text(encoding="utf-8") if provenance_path.is_file() else ""
         card = {name: (directory / name).read_text(encoding="utf-8")
                 for name in MODEL_CARD_FILES if (directory / name).is_file()}
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -781,6 +857,7 @@ def read_bundle(directory: Path) -> HandoffSpec:
         resources=Resources(**deployment["resources"]),
         canary_weight=handoff.get("canary_weight"),
         previous_image=deployment.get("previous_image"),
+        auth_secret=deployment.get("auth_secret"),
         namespace=deployment["namespace"],
         alerts=AlertThresholds(**handoff.get("alerts", {})),
         reference_profile=reference,
@@ -789,4 +866,5 @@ def read_bundle(directory: Path) -> HandoffSpec:
         gitops=gitops,
         kubernetes_version=str(handoff.get("kubernetes_version") or KUBERNETES_VERSION),
         model_card=card,
+        provenance=provenance,
     )

@@ -6,7 +6,9 @@ holdout its gate check read, else a sample of a logged dataset, else the
 input example only: :func:`~shipyard.deploy.parity.choose_rows`), and
 compares the answers with the registered model's in-process predictions. A
 container that exits or cannot start its model server fails at once with
-its log tail (:class:`~shipyard.ContainerFailed`).
+its log tail (:class:`~shipyard.ContainerFailed`). The container requires a
+bearer token drawn for this test alone, so an image packaged with
+``serving_auth`` is smoked as it will run.
 It measures latency, always removes the container, and records the verdicts
 as the ``parity`` and ``latency`` gates of the model version.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 import statistics
 import tempfile
 import time
@@ -133,8 +136,11 @@ def smoke(
         holdout_frame, holdout_source = chosen.frame, chosen.source
         served = None
         try:
-            with running_model(client, image, ready_timeout=ready_timeout, labels=container_labels) as served:
-                with JsonClient(served.port) as http:
+            token = secrets.token_urlsafe(32)
+            with running_model(
+                client, image, ready_timeout=ready_timeout, labels=container_labels, token=token
+            ) as served:
+                with JsonClient(served.port, token=token) as http:
                     metadata = http.post_json("/metadata", {})
                     parity = compare(
                         model, [example, holdout_frame], lambda rows: http.post_json("/predict", {"inputs": rows})["predictions"]

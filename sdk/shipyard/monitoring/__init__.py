@@ -1,8 +1,9 @@
 """Monitoring: what a generated model service checks and measures while it serves.
 
 Owns request validation (:mod:`.validation`), model-file integrity checks
-(:mod:`.integrity`), the predict path (:mod:`.serving`: loading a model by
-its flavor, building its input from validated columns, workers, batching),
+(:mod:`.integrity`), bearer-token authentication (:mod:`.auth`), the
+predict path (:mod:`.serving`: loading a model by its flavor, building its
+input from validated columns, workers, batching),
 the drift math and reference profiles (:mod:`.drift`, numpy only) and what an
 image measures while it serves (:mod:`.runtime`: the drift monitor, its
 Prometheus metrics, inference capture).

@@ -53,6 +53,7 @@ MANIFEST = "capture.json"
 MAX_CLASSES = 50  # distinct predicted classes counted by name; the rest as "other"
 PROBLEM_REASONS = {
     400: "unreadable_body",
+    401: "unauthorized",
     404: "unknown_path",
     405: "wrong_method",
     408: "body_timeout",

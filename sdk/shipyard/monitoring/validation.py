@@ -492,14 +492,14 @@ class RequestValidationMiddleware:
         path, method = str(scope.get("path", "")), str(scope.get("method", ""))
         if path != "/" and path.endswith("/"):
             self._refused(404)
-            await _answer(send, 404, f"no endpoint at {path}; did you mean {path.rstrip('/') or '/'}?")
+            await send_error(send, 404, f"no endpoint at {path}; did you mean {path.rstrip('/') or '/'}?")
             return
         if path not in self.paths and path not in self.no_input_paths:
             await self.app(scope, receive, _uniform_errors(send, path, method, self._endpoints()))
             return
         if method != "POST":
             self._refused(405)
-            await _answer(send, 405, f"{method} is not allowed on {path}; use POST")
+            await send_error(send, 405, f"{method} is not allowed on {path}; use POST")
             return
         try:
             body = await self._read_body(scope, receive)
@@ -519,12 +519,12 @@ class RequestValidationMiddleware:
             # still arrives, so a client that sends it all before reading gets this answer,
             # not a broken pipe.
             self._refused(problem.status)
-            await _answer(send, problem.status, problem.message)
+            await send_error(send, problem.status, problem.message)
             return
         except (ValueError, RecursionError, MemoryError) as exc:
             # Only the body reaches this code, so a failure here is the input's, not the server's.
             self._refused(400)
-            await _answer(send, 400, f"request body could not be read: {type(exc).__name__}: {str(exc)[:200]}")
+            await send_error(send, 400, f"request body could not be read: {type(exc).__name__}: {str(exc)[:200]}")
             return
         inner = dict(scope)
         inner["headers"] = [
@@ -539,14 +539,14 @@ class RequestValidationMiddleware:
         except Exception as exc:
             if not self.client_error(exc):
                 _log.exception("predict failed")
-                await _answer(send, 500, "the model failed on this input; the service log has the details")
+                await send_error(send, 500, "the model failed on this input; the service log has the details")
                 return
             # Rows that passed validation but that the model cannot score (a category it never saw, a
             # value its own checks refuse) are the client's to fix: a 422 that says why, logged on one line.
             reason = f"{type(exc).__name__}: {str(exc).strip()[:500]}"
             _log.warning("predict refused the input: %s", reason.splitlines()[0])
             self._refused(422, model_refused=True)
-            await _answer(send, 422, f"the model could not score the input: {reason}")
+            await send_error(send, 422, f"the model could not score the input: {reason}")
             return
         await _send_json(send, 200, {"predictions": predictions})
 
@@ -649,7 +649,7 @@ def _uniform_errors(send: Send, path: str, method: str, endpoints: str) -> Send:
             text = _error_text(status, b"".join(parts), path, method, endpoints)
             replaced = (b"content-type", b"content-length")
             keep = [(k, v) for k, v in start.get("headers", ()) if k.lower() not in replaced]
-            await _answer(send, status, text, headers=keep)
+            await send_error(send, status, text, headers=keep)
             return
         await send(message)
 
@@ -693,8 +693,11 @@ def _content_length(scope: Scope) -> int | None:
     return int(raw)
 
 
-async def _answer(send: Send, status: int, message: str, *, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    """Send ``{"error": message}`` with ``status``; ``headers`` are kept from a response it replaces."""
+async def send_error(
+    send: Send, status: int, message: str, *, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Send ``{"error": message}`` with ``status``; ``headers`` are kept from a response it replaces (or added:
+    the bearer-token check's ``WWW-Authenticate``)."""
     await _send_json(send, status, {"error": message}, headers=headers)
 
 
@@ -709,6 +712,7 @@ async def _send_json(
 
 
 __all__ = [
+    "send_error",
     "FieldSpec",
     "InputSchema",
     "RequestProblem",

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -44,7 +45,9 @@ SUBSTITUTE_SINCE = {"mlflow-skinny": (1, 0), "xgboost-cpu": (2, 1)}
 # uvicorn, which runs BentoML's workers, parses HTTP with httptools and runs its event loop on uvloop when
 # they are installed (else h11 and asyncio, several times slower per request); images pin the host's versions.
 SERVER_SPEEDUPS = ("httptools", "uvloop")
-MONITORING_FILES = ("__init__.py", "validation.py", "integrity.py", "serving.py", "drift.py", "runtime.py")
+MONITORING_FILES = (
+    "__init__.py", "validation.py", "integrity.py", "serving.py", "drift.py", "runtime.py", "auth.py"
+)
 REFERENCE_FILE = "reference_profile.json"
 """The reference profile (:mod:`.reference`) at the root of each bento, beside ``service.py``."""
 # Frameworks that bring GPU runtimes (gigabytes of CUDA libraries) -> the modules a model that uses them
@@ -258,6 +261,7 @@ def build_bento(model_version: Any, *, say: Callable[[str], None] | None = None)
                     "capture_sensitive": list(settings.capture_sensitive),
                     "capture_sensitive_mode": settings.capture_sensitive_mode,
                 },
+                auth=settings.serving_auth,
             ),
             encoding="utf-8",
         )
@@ -561,7 +565,14 @@ def _run_bento_build(
     requirements: list[str],
     bentoml_home: Path,
 ) -> None:
+    from ..monitoring import auth
+
     env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "BENTOML_DO_NOT_TRACK": "true"}
+    for name in (auth.AUTH_ENV, auth.TOKEN_FILE_ENV):
+        env.pop(name, None)
+    # BentoML imports the service to build the bento, and a service packaged with serving_auth refuses to be
+    # imported without a token: this one lives as long as the build process, and the bento never holds it.
+    env[auth.TOKEN_ENV] = secrets.token_hex(32)
     spec = {
         "version": tag.split(":", 1)[1],
         "labels": labels,

@@ -71,6 +71,7 @@ class PromotionInputs:
 class GatesPassed:
     verdict: str
     report: dict[str, Any]
+    started_by: str = ""  # who started the promotion, with separation_of_duties (they may not approve it)
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,11 @@ class Approval:
     by: str | None = None
     at: str | None = None
     comment: str | None = None
+    # every counted approval ({"by", "at", "comment", "identity_source"}) when approvals are counted per person
+    approvals: tuple[dict[str, str], ...] = ()
+
+    def __post_init__(self) -> None:  # JSON gives lists back
+        object.__setattr__(self, "approvals", tuple(self.approvals))
 
 
 @dataclass(frozen=True)
@@ -207,7 +213,9 @@ def _gates(ctx: StageContext) -> GatesPassed:
             hint="Train a better model, or override with a written reason: "
             f"shipyard gates override {inputs.candidate} --gate NAME --reason TEXT.",
         )
-    return GatesPassed(report.verdict, report.to_dict())
+    from . import _duties
+
+    return GatesPassed(report.verdict, report.to_dict(), _duties.starter(inputs.workspace.settings))
 
 
 def _verdict_holds(ctx: StageContext, out: GatesPassed) -> bool:
@@ -322,12 +330,16 @@ def _push(ctx: StageContext) -> Pushed:
 
 def _approval(ctx: StageContext) -> Approval:
     from .. import registry
+    from . import _duties
 
     inputs: PromotionInputs = ctx.inputs
-    if not inputs.workspace.settings.require_approval:
+    settings = inputs.workspace.settings
+    if not _duties.approvals_needed(settings):
         return Approval(required=False)
     version = registry.resolve(_registered(ctx).ref, workspace=inputs.workspace)  # read now: reviews change it
     review = lineage.review(version.tags)
+    if _duties.counts_approvals(settings) and review.get("state") != "rejected":
+        return _counted_approval(ctx, version)
     if review.get("state") == "approved":
         return Approval(True, review.get("by"), review.get("at"), review.get("comment"))
     if review.get("state") == "rejected":
@@ -341,8 +353,34 @@ def _approval(ctx: StageContext) -> Approval:
     )
 
 
+def _counted_approval(ctx: StageContext, version: Any) -> Approval:
+    """Go on once ``required_approvals`` distinct eligible people approved (see :mod:`._duties`)."""
+    from . import _duties
+
+    inputs: PromotionInputs = ctx.inputs
+    settings = inputs.workspace.settings
+    promoter = ""
+    if settings.separation_of_duties:
+        # a promotion started before the rule was turned on recorded nobody: whoever runs it now started it
+        promoter = ctx.output("gates").started_by or _duties.current_identity(settings)
+        _duties.request(inputs.workspace, version, promoter)
+    needed = _duties.approvals_needed(settings)
+    counted = _duties.tally(inputs.workspace, version, needed=needed, promoter=promoter or None)
+    if counted.enough:
+        last = counted.counted[-1]
+        return Approval(True, last["by"], last["at"], last["comment"], counted.counted)
+    names = ", ".join(a["by"] for a in counted.counted) or "nobody yet"
+    barred = "".join(f"; {who}'s approval does not count ({rule})" for who, rule in counted.ignored.items())
+    who = f"by someone who is neither its run's author nor {promoter}" if promoter else "by another engineer"
+    raise AwaitingApproval(
+        f"{version} is packaged and has {len(counted.counted)} of {needed} approvals ({names}{barred}): "
+        f"`shipyard review {version}`, then `shipyard approve {version} -m '...'` {who}.",
+    )
+
+
 def _bundle(ctx: StageContext) -> BundleWritten:
     from .. import registry
+    from ..deploy import provenance
     from ..deploy.handoff import write_bundle
     from . import _card
 
@@ -351,9 +389,15 @@ def _bundle(ctx: StageContext) -> BundleWritten:
     directory = inputs.workspace.bundle_dir(inputs.model, spec.version)
     version = registry.resolve(_registered(ctx).ref, workspace=inputs.workspace)
     card = _card.build(inputs.workspace, version, spec, bundle_dir=directory)
-    bundle = write_bundle(dataclasses.replace(spec, model_card=card.files()), directory)
+    spec = dataclasses.replace(spec, model_card=card.files())
+    envelope = provenance.attest(
+        inputs.workspace, spec, target=inputs.target, invocation_id=ctx.key,
+        approval_required=ctx.output("approval").required,
+    )
+    bundle = write_bundle(dataclasses.replace(spec, provenance=envelope.to_json()), directory)
     if version.run_id:
         _card.log_card(inputs.workspace, version.run_id, card)
+        provenance.log_envelope(inputs.workspace, version.run_id, envelope)
     return BundleWritten(str(bundle.path), bundle.image)
 
 
@@ -377,9 +421,9 @@ def handoff_spec(ctx: StageContext) -> Any:
         gate_report=report,
         overrides=tuple([report["override"]] if report.get("override") else []),
         approvals=(
-            ({"by": approval.by, "at": approval.at, "comment": approval.comment},)
-            if approval.required and approval.by
-            else ()
+            approval.approvals
+            or (({"by": approval.by, "at": approval.at, "comment": approval.comment},)
+                if approval.required and approval.by else ())
         ),
         image_facts={
             "tag": image.tag,
@@ -420,7 +464,10 @@ def _champion_image(inputs: PromotionInputs) -> str | None:
 
 
 def _bundle_exists(ctx: StageContext, out: BundleWritten) -> bool:
-    return (Path(out.path) / "handoff.json").is_file()
+    """The bundle is there, with a statement signed by the configured key (configuring one re-signs on the next call)."""
+    from ..deploy.provenance import signed_as_configured
+
+    return (Path(out.path) / "handoff.json").is_file() and signed_as_configured(ctx.inputs.workspace, Path(out.path))
 
 
 def _gitops(ctx: StageContext) -> Committed:
@@ -577,9 +624,11 @@ def _check_handoff_settings(ws: Workspace, canary_weight: int | None) -> None:
     Raises:
         DeployError: a delivery or deployment setting is invalid, a canary weight is combined with a
             progressive delivery, or ``gitops_repo`` is not a git work tree.
+        ConfigError: ``provenance_key`` is unusable, or missing while ``provenance_require_signature`` is set.
     """
     from ..deploy.gitops import check_repository
     from ..deploy.handoff import deployment_settings
+    from ..deploy.provenance import signing_key
 
     settings = ws.settings
     chosen = deployment_settings(settings, "model")  # the model name only names the GitOps folder
@@ -590,6 +639,7 @@ def _check_handoff_settings(ws: Workspace, canary_weight: int | None) -> None:
         )
     if settings.gitops_repo is not None:
         check_repository(settings.gitops_repo)
+    signing_key(ws)  # an unusable key, or a required one missing, stops the promotion before anything is built
 
 
 def resolve_inputs(candidate: Any, ws: Workspace, *, model_name: str | None, model: str, **options: Any) -> PromotionInputs:

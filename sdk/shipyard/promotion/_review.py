@@ -56,10 +56,26 @@ def _decide(ref: Any, state: str, comment: str | None, reviewer: str | None, ws:
 def approve(ref: Any, comment: str, *, reviewer: str | None = None, workspace: Workspace | None = None) -> dict[str, str]:
     """Approve a packaged version for production; a waiting ``promote`` then completes.
 
+    With ``separation_of_duties`` or ``required_approvals`` > 1, each person's approval is recorded
+    apart and counted once (see :mod:`shipyard.promotion._duties`); with separation of duties the
+    approver is the current identity, and the run's author and the promotion's starter are refused.
+
+    Raises:
+        ApprovalRefused: the separation of duties forbids this approval (it is recorded as refused).
+        RegistryError: no comment.
+
     Example:
         >>> shipyard.approve("iris/3", "parity and latency look right")   # doctest: +SKIP
     """
-    return _decide(ref, "approved", comment, reviewer, workspace)
+    from . import _duties
+
+    ws = workspace or current_workspace()
+    if _duties.counts_approvals(ws.settings):
+        from .. import registry
+
+        version = registry.resolve(ref, workspace=ws)
+        return _duties.approve(ws, version, _need_text(comment, f"Approving {version}"), reviewer)
+    return _decide(ref, "approved", comment, reviewer, ws)
 
 
 def reject(ref: Any, comment: str, *, reviewer: str | None = None, force: bool = False,
