@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +33,9 @@ def outside_env(**extra: str) -> dict[str, str]:
     return {**kept, CLI_WORKERS[0]: CLI_WORKERS[1], **extra}
 
 
+_SESSION_STARTED = time.time()
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     import shutil
 
@@ -41,6 +45,34 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if folder.is_dir():
         _worker.stop(folder)
         shutil.rmtree(folder, ignore_errors=True)
+    if not hasattr(session.config, "workerinput"):  # the last process to end: every test worker is done
+        _remove_model_images(since=_SESSION_STARTED)
+
+
+def _remove_model_images(since: float) -> None:
+    """Remove the model images this session built (about a hundred, with their untagged dependency stages), which
+    would otherwise pile up run after run and slow every later build's cache lookup; the base images stay (they
+    are built once per machine)."""
+    from datetime import datetime, timezone
+
+    from shipyard._core import lineage
+
+    try:
+        import docker
+
+        client = docker.from_env(timeout=30)
+        images = [*client.images.list(filters={"label": lineage.LABEL_BENTO_TAG}),
+                  *client.images.list(filters={"dangling": True})]  # the builds' dependency stages
+    except Exception:  # no Docker here: nothing was built
+        return
+    for image in images:
+        # Docker writes nanoseconds, which datetime does not read: the seconds are enough here
+        created = datetime.strptime(image.attrs["Created"][:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+        if created.timestamp() >= since - 1:
+            try:
+                client.images.remove(image.id, force=True)
+            except Exception:  # in use or gone meanwhile: left for docker image prune
+                pass
 
 
 # Session fixtures that cost a minute or more each; the modules using one share an xdist group (below).

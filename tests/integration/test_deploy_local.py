@@ -91,10 +91,11 @@ def _exec(container: str, script: str) -> subprocess.CompletedProcess[str]:
     return podman("exec", container, "sh", "-c", script)
 
 
-def _post(url: str):
+def _post(url: str, token: str | None = None):
     def post(rows: list[Any]) -> list[Any]:
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
         request = urllib.request.Request(f"{url}/predict", data=json.dumps({"inputs": rows}).encode(),
-                                         headers={"Content-Type": "application/json"})
+                                         headers=headers)
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.load(response)["predictions"]
 
@@ -209,6 +210,33 @@ def test_a_field_podman_would_not_honour_is_refused_before_anything_starts(promo
         local.deploy(ws, bundle)
     assert "hostPath" in str(info.value) and "initContainers" in str(info.value)
     assert local.recorded(ws, MODEL) is None
+
+
+def test_a_bundle_with_serving_auth_runs_here_with_a_token_made_for_it(promoted, tmp_path: Path) -> None:
+    """The Deployment that mounts the serving-token Secret runs here with a local token folder in its place."""
+    import dataclasses
+    import urllib.error
+
+    from shipyard.deploy import handoff
+
+    ws, promotion = promoted["ws"], promoted["promotion"]
+    spec = handoff.read_bundle(promotion.bundle_path)
+    spec = dataclasses.replace(spec, auth_secret=handoff.token_secret_name(MODEL))
+    bundle = handoff.write_bundle(spec, tmp_path / "bundle").path
+    running, notes = local.deploy(ws, bundle)
+    try:
+        assert any("serving token" in n for n in notes), notes
+        token = Path(running.token_file).read_text().strip()
+        assert token and token not in (bundle / "handoff.json").read_text()
+        rows = parity.records(promoted["rows"].head(3))
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _post(running.url)(rows)
+        assert refused.value.code == 401
+        assert _post(running.url, token)(rows) == [0, 0, 0]
+        with urllib.request.urlopen(f"{running.url}{running.ready_path}", timeout=10) as probe:
+            assert probe.status == 200  # the probes stay open
+    finally:
+        local.stop(ws, MODEL)
 
 
 def test_rollback_plays_the_previous_version_where_the_model_runs(promoted) -> None:

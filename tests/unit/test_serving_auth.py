@@ -244,11 +244,36 @@ def test_a_secret_name_kubernetes_would_refuse_is_a_typed_error(tmp_path: Path) 
         manifests(spec)
 
 
-def test_a_local_run_refuses_the_secret_volume_by_name() -> None:
+def test_a_local_run_reads_the_token_from_a_folder_of_this_machine_in_the_secrets_place(tmp_path: Path) -> None:
     from shipyard.deploy import local
 
     spec = HandoffSpec(model_name="churn", version="3", image_repository="r/churn", image_digest="sha256:" + "ab" * 32,
                        run_as_user=10001, auth_secret="churn-serving-token")
     objects = manifests(spec)
-    with pytest.raises(shipyard.DeployError, match=r"volumes\[1\] \(serving-token: secret; only emptyDir\)"):
+    out = local.local_manifest(objects["deployment.yaml"], objects["service.yaml"], host_port=8123, token="a1b2",
+                               token_dir=tmp_path)
+    pod = out.deployment["spec"]["template"]["spec"]
+    [volume] = [v for v in pod["volumes"] if "hostPath" in v]
+    assert volume["hostPath"] == {"path": str(tmp_path), "type": "Directory"} and "secret" not in volume
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["readOnly"] is True and mount["mountPath"] == "/run/secrets/shipyard"
+    assert volume["name"] not in out.volumes  # not a podman volume: nothing to remove on stop
+    assert {"name": "SHIPYARD_SERVING_AUTH", "value": "1"} in pod["containers"][0]["env"]
+    with pytest.raises(shipyard.DeployError, match="no local token folder"):
         local.local_manifest(objects["deployment.yaml"], objects["service.yaml"], host_port=8123, token="a1b2")
+    other = objects["deployment.yaml"]
+    other["spec"]["template"]["spec"]["volumes"].append({"name": "creds", "secret": {"secretName": "db"}})
+    with pytest.raises(shipyard.DeployError, match=r"creds: secret; only emptyDir"):
+        local.local_manifest(other, objects["service.yaml"], host_port=8123, token="a1b2", token_dir=tmp_path)
+
+
+def test_the_local_token_is_made_once_and_kept_for_the_models_next_deployments(tmp_path: Path) -> None:
+    from shipyard.deploy import local
+
+    folder = tmp_path / "churn"
+    folder.mkdir()
+    tokens = local._token_dir(folder)
+    token = (tokens / "token").read_text().strip()
+    assert len(token) >= 40 and local._token_dir(folder) == tokens
+    assert (tokens / "token").read_text().strip() == token
+    assert folder.stat().st_mode & 0o777 == 0o700 and (tokens / "token").stat().st_mode & 0o777 == 0o644

@@ -46,6 +46,9 @@ def local(model: str, port: int | None, ready_timeout: float) -> None:
     click.echo(f"{running.model} v{running.version}: ready at {running.url}")
     click.echo(f"image      {running.image}")
     click.echo(f"container  {running.container_id[:12]} (pod {running.name}-pod-0)")
+    if running.token_file:
+        click.echo(f"token      requests need it: curl -H \"Authorization: Bearer $(cat {running.token_file})\" "
+                   f"{running.url}/predict ...")
     for note in notes:
         click.echo(f"note       {note}")
 

@@ -5,8 +5,10 @@ kustomize (:func:`render`), its Deployment (the one an Argo ``Rollout`` refers t
 with ``workloadRef``, in Argo modes) and the Service in front of it. Podman
 reads the Deployment's YAML itself; shipyard changes only what a single machine
 needs (:func:`local_manifest`): one replica, the Service's port published on
-``127.0.0.1``, volumes named per deployment. A field podman would not honour is
-refused with a :class:`~shipyard.DeployError` naming it, never dropped.
+``127.0.0.1``, volumes named per deployment, and (with ``serving_auth``) the
+serving-token Secret as a folder of this machine holding a token made for it.
+A field podman would not honour is refused with a :class:`~shipyard.DeployError`
+naming it, never dropped.
 
 One deployment per model: deploying again starts the new pod, waits until it
 is ready and only then stops the old one (a failed start leaves the old one
@@ -46,6 +48,8 @@ from typing import Any
 
 from .._core.errors import DeployError
 from .._core.workspace import Workspace, slug
+from ..monitoring.auth import TOKEN_FILE
+from .handoff import TOKEN_VOLUME
 
 READY_TIMEOUT = 180.0  # seconds: pulling a model image and loading the model
 _PLAY_TIMEOUT = 600
@@ -60,6 +64,7 @@ _CONTAINER_FIELDS = {"name", "image", "imagePullPolicy", "command", "args", "env
 _CONTAINER_SECURITY = {"runAsNonRoot", "runAsUser", "runAsGroup", "readOnlyRootFilesystem",
                        "allowPrivilegeEscalation", "capabilities", "seccompProfile"}
 _LOCAL_REGISTRY_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+_TOKEN_NAME = TOKEN_FILE.rpartition("/")[2]  # the file the service reads, in the folder the Secret is mounted on
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,8 @@ class LocalDeployment:
         manifest: the YAML played (kept for ``podman kube down``).
         volumes: podman volumes made for the Deployment's ``emptyDir`` volumes (removed on stop).
         started_at: when it became ready (seconds since the epoch).
+        token_file: with ``serving_auth``, the file holding the bearer token requests must carry (kept
+            across deployments of the model, so a redeploy or a rollback keeps its clients); else empty.
     """
 
     model: str
@@ -92,6 +99,7 @@ class LocalDeployment:
     manifest: str
     volumes: tuple[str, ...]
     started_at: float
+    token_file: str = ""
 
     @property
     def url(self) -> str:
@@ -242,19 +250,22 @@ def unsupported_fields(deployment: Mapping[str, Any]) -> list[str]:
             found.append(f"{base}...seccompProfile.type={seccomp.get('type')} (only RuntimeDefault)")
     for i, volume in enumerate(pod.get("volumes") or []):
         kinds = set(volume) - {"name"}
+        if volume.get("name") == TOKEN_VOLUME and kinds == {"secret"}:
+            continue  # the serving token: a folder of this machine takes the Secret's place (local_manifest)
         if kinds != {"emptyDir"}:
             found.append(f"{base}.volumes[{i}] ({volume.get('name')}: {', '.join(sorted(kinds))}; only emptyDir)")
     return found
 
 
 def local_manifest(deployment: Mapping[str, Any], service: Mapping[str, Any], *, host_port: int,
-                   token: str) -> LocalManifest:
+                   token: str, token_dir: Path | None = None) -> LocalManifest:
     """The Deployment podman plays on this machine, made from the bundle's ``deployment`` and ``service``.
 
     Changed, and nothing else: one replica; the container port the Service targets published on
     ``127.0.0.1:host_port``; the Deployment named ``<name>-<version label>-<token>`` (a new one can start
     beside the old one); each ``emptyDir`` a podman volume of that name (podman keeps volumes by name, so
-    two deployments would otherwise share one); the liveness probe left out (see the module's docstring).
+    two deployments would otherwise share one); the liveness probe left out (see the module's docstring);
+    the serving-token Secret volume a ``hostPath`` of ``token_dir`` (read-only, as the Secret is).
 
     Raises:
         DeployError: a field would not be honoured (:func:`unsupported_fields`, all of them named), or the
@@ -313,16 +324,24 @@ def local_manifest(deployment: Mapping[str, Any], service: Mapping[str, Any], *,
         notes.append("liveness probe not run locally")
 
     renamed = {v["name"]: f"{local_name}-{v['name']}"[:63] for v in pod.get("volumes") or []}
+    made = []
     for volume in pod.get("volumes") or []:
         volume["name"] = renamed[volume["name"]]
+        if "secret" in volume:
+            if token_dir is None:
+                raise DeployError(f"Deployment {name} mounts the serving token, and no local token folder was given.")
+            volume.pop("secret")
+            volume["hostPath"] = {"path": str(token_dir), "type": "Directory"}
+            notes.append(f"the serving token is read from {token_dir / _TOKEN_NAME}, not from a Kubernetes Secret")
+            continue
+        made.append(volume["name"])
         # podman 4.3 makes an emptyDir a volume on disk: no size cap, no tmpfs; the files still go with the pod
         if set(volume["emptyDir"] or {}) & {"sizeLimit", "medium"}:
             notes.append(f"emptyDir {volume['name']}: sizeLimit/medium not enforced locally")
             volume["emptyDir"] = {}
     for mount in container.get("volumeMounts") or []:
         mount["name"] = renamed.get(mount["name"], mount["name"])
-    return LocalManifest(out, local_name, host_port, ready_path, container["image"], tuple(renamed.values()),
-                         tuple(notes))
+    return LocalManifest(out, local_name, host_port, ready_path, container["image"], tuple(made), tuple(notes))
 
 
 def _port_number(port: Any, container: Mapping[str, Any]) -> int:
@@ -398,9 +417,10 @@ def _replace(workspace: Workspace, bundle: Path, model: str, version: str, deplo
         host_port = port
         # the old pod holds the port: stop it, and play it again if the new one fails
         stop_old_first = old is not None
-    local = local_manifest(deployment, service, host_port=host_port, token=secrets.token_hex(3))
     folder = _model_dir(workspace, model)
     folder.mkdir(parents=True, exist_ok=True)
+    token_dir = _token_dir(folder) if _mounts_token(deployment) else None
+    local = local_manifest(deployment, service, host_port=host_port, token=secrets.token_hex(3), token_dir=token_dir)
     manifest = folder / f"{local.name}.yaml"
     manifest.write_text(yaml.safe_dump(local.deployment, sort_keys=False))
     if stop_old_first and old is not None:
@@ -408,7 +428,8 @@ def _replace(workspace: Workspace, bundle: Path, model: str, version: str, deplo
     try:
         pod_id, container_id = _play(manifest, local.image)
         new = LocalDeployment(model, version, str(bundle), local.name, pod_id, container_id, local.image,
-                              local.port, local.ready_path, str(manifest), local.volumes, 0.0)
+                              local.port, local.ready_path, str(manifest), local.volumes, 0.0,
+                              str(token_dir / _TOKEN_NAME) if token_dir else "")
         try:
             _wait_ready(new, ready_timeout)
         except BaseException:
@@ -425,6 +446,29 @@ def _replace(workspace: Workspace, bundle: Path, model: str, version: str, deplo
         if previous is not None:
             _down(previous)
     return new, local.notes
+
+
+def _mounts_token(deployment: Mapping[str, Any]) -> bool:
+    volumes = deployment["spec"]["template"]["spec"].get("volumes") or []
+    return any(v.get("name") == TOKEN_VOLUME and "secret" in v for v in volumes)
+
+
+def _token_dir(folder: Path) -> Path:
+    """The model's local serving-token folder, with a token made once (what a cluster's Secret would hold).
+
+    The model's folder is the user's alone (700); the token folder and file inside are readable by all
+    (755, 644) because the container's non-root user reads them through the mount, as it reads the
+    Secret's 0444 files in a cluster.
+    """
+    folder.chmod(0o700)
+    tokens = folder / TOKEN_VOLUME
+    tokens.mkdir(exist_ok=True)
+    tokens.chmod(0o755)
+    path = tokens / _TOKEN_NAME
+    if not path.is_file() or not path.read_text(encoding="utf-8").strip():
+        path.write_text(secrets.token_urlsafe(32) + "\n", encoding="utf-8")
+    path.chmod(0o644)
+    return tokens
 
 
 def _restart(workspace: Workspace, old: LocalDeployment, ready_timeout: float, *, cause: BaseException) -> None:
