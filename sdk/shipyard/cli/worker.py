@@ -23,13 +23,13 @@ def worker() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the workers as JSON.")
 def status(as_json: bool) -> None:
     """This user's live workers: pid, age, commands served, and which one this shell's commands use."""
-    folder = _worker.private_folder()
-    if folder is None:
-        raise SystemExit(1)
     place = _worker.Place.here()
+    if place is None:  # the folder is not private: the warning said why
+        raise SystemExit(1)
+    folder = place.folder
     found = _worker.workers(folder)
     for item in found:
-        item["current"] = place is not None and item["key"] == f"{place.family}-{place.key}"
+        item["current"] = item["key"] == f"{place.family}-{place.key}"
     if as_json:
         click.echo(json.dumps({"folder": str(folder), "workers": found}, indent=2))
         return

@@ -250,7 +250,7 @@ def unsupported_fields(deployment: Mapping[str, Any]) -> list[str]:
             found.append(f"{base}...seccompProfile.type={seccomp.get('type')} (only RuntimeDefault)")
     for i, volume in enumerate(pod.get("volumes") or []):
         kinds = set(volume) - {"name"}
-        if volume.get("name") == TOKEN_VOLUME and kinds == {"secret"}:
+        if _is_token_volume(volume):
             continue  # the serving token: a folder of this machine takes the Secret's place (local_manifest)
         if kinds != {"emptyDir"}:
             found.append(f"{base}.volumes[{i}] ({volume.get('name')}: {', '.join(sorted(kinds))}; only emptyDir)")
@@ -326,8 +326,9 @@ def local_manifest(deployment: Mapping[str, Any], service: Mapping[str, Any], *,
     renamed = {v["name"]: f"{local_name}-{v['name']}"[:63] for v in pod.get("volumes") or []}
     made = []
     for volume in pod.get("volumes") or []:
+        is_token = _is_token_volume(volume)
         volume["name"] = renamed[volume["name"]]
-        if "secret" in volume:
+        if is_token:
             if token_dir is None:
                 raise DeployError(f"Deployment {name} mounts the serving token, and no local token folder was given.")
             volume.pop("secret")
@@ -449,8 +450,12 @@ def _replace(workspace: Workspace, bundle: Path, model: str, version: str, deplo
 
 
 def _mounts_token(deployment: Mapping[str, Any]) -> bool:
-    volumes = deployment["spec"]["template"]["spec"].get("volumes") or []
-    return any(v.get("name") == TOKEN_VOLUME and "secret" in v for v in volumes)
+    return any(_is_token_volume(v) for v in deployment["spec"]["template"]["spec"].get("volumes") or [])
+
+
+def _is_token_volume(volume: Mapping[str, Any]) -> bool:
+    """The serving-token Secret volume the bundle generator adds (``serving_auth``), and no other Secret."""
+    return volume.get("name") == TOKEN_VOLUME and set(volume) - {"name"} == {"secret"}
 
 
 def _token_dir(folder: Path) -> Path:
